@@ -1,0 +1,629 @@
+"""
+The one attention entry point used by the decoder (model.py) and the encoder (vision.py).
+
+    attention(q, k, v, causal=True, doc_ids=None)   q, k, v: (B, H, T, D)
+
+Backends, chosen by the module-level BACKEND (train.py sets it from the config key `attention`):
+  'sdpa'   torch.nn.functional.scaled_dot_product_attention (flash / cuDNN / math, PyTorch picks)
+  'triton' the fused Triton kernel (forward + backward); Triton is imported only when it is used,
+           so the CPU paths run where Triton has no wheels (macOS, Windows)
+
+Semantics shared by every backend and by `reference_attention`:
+  - causal with fewer queries than keys (decoding with a KV cache) is aligned bottom-right:
+    query i sees keys j <= i + (Tk - Tq);
+  - doc_ids (B, Tk) int: a token attends only to tokens with the same id (packed documents);
+    with Tq < Tk the queries take the last Tq ids.
+"""
+from __future__ import annotations  # kernel signatures say `tl.constexpr` before Triton is imported
+
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+BACKEND = 'sdpa'
+BACKENDS = ('sdpa', 'triton')
+
+
+def set_backend(name):
+    global BACKEND
+    if name not in BACKENDS:
+        raise ValueError(f"attention backend must be one of {BACKENDS}, got {name!r}")
+    BACKEND = name
+
+
+def attention_mask(Tq, Tk, causal, doc_ids, device):
+    """Boolean mask, True = may attend: (Tq, Tk), or (B, 1, Tq, Tk) with doc_ids. None if all True."""
+    mask = None
+    if causal:
+        q_pos = torch.arange(Tk - Tq, Tk, device=device)
+        mask = q_pos[:, None] >= torch.arange(Tk, device=device)[None, :]  # (Tq, Tk)
+    if doc_ids is not None:
+        same_doc = doc_ids[:, -Tq:, None] == doc_ids[:, None, :]  # (B, Tq, Tk)
+        mask = same_doc if mask is None else same_doc & mask
+        mask = mask[:, None]  # (B, 1, Tq, Tk), broadcast over heads
+    return mask
+
+
+def reference_attention(q, k, v, causal=True, doc_ids=None):
+    """Plain PyTorch attention in fp32: the definition every backend is tested against."""
+    Tq, Tk, D = q.size(-2), k.size(-2), q.size(-1)
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(D)  # (B, H, Tq, Tk)
+    mask = attention_mask(Tq, Tk, causal, doc_ids, q.device)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float('-inf'))
+    return (scores.softmax(dim=-1) @ v.float()).to(q.dtype)
+
+
+def sdpa_attention(q, k, v, causal=True, doc_ids=None):
+    Tq, Tk = q.size(-2), k.size(-2)
+    if doc_ids is None and (not causal or Tq == Tk):
+        # the fast path: no explicit mask lets PyTorch pick its flash / cuDNN kernels
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    mask = attention_mask(Tq, Tk, causal, doc_ids, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def attention(q, k, v, causal=True, doc_ids=None):
+    if doc_ids is not None and doc_ids.shape != (k.size(0), k.size(2)):
+        raise ValueError(f"doc_ids must be (B, Tk) = {(k.size(0), k.size(2))}, got {tuple(doc_ids.shape)}")
+    if BACKEND == 'triton':
+        return triton_attention(q, k, v, causal=causal, doc_ids=doc_ids)
+    return sdpa_attention(q, k, v, causal=causal, doc_ids=doc_ids)
+
+
+# -----------------------------------------------------------------------------
+# The Triton backend: a FlashAttention-2 style fused kernel, forward and backward.
+#
+# Forward: one program per (block of queries, batch * head) keeps its queries in registers and
+# streams blocks of keys and values through an online softmax (running max m, running sum l).
+# Scores are scaled by log2(e) / sqrt(D) so that exp2 replaces exp; the forward saves
+# lse = m + log2(l) per query, from which the backward rebuilds P = exp2(S - lse) without a second
+# pass. Backward: delta = rowsum(dO * O); one program per key block accumulates dK and dV over the
+# query blocks, one program per query block accumulates dQ over the key blocks.
+# Blocks that nobody may see are never visited: past the causal diagonal, and with doc_ids outside
+# the span of blocks that hold the block's own document ids. Only the blocks on the diagonal or at a
+# ragged edge pay for the elementwise mask (doc ids are compared elementwise in every visited block).
+# tl.arange and tl.dot need powers of two: a head dim that is not one is split into two chunks
+# (72 = 64 + 16, 80 = 64 + 16, 96 = 64 + 32) with the columns past D masked, which does 80 / 128 of
+# the work of padding 72 to 128.
+
+triton = tl = None  # imported by _load_triton() on first use
+_TRITON_FUNCTIONS = []  # the kernels and their helpers, compiled with triton.jit by _load_triton()
+_KERNELS = {}  # (kernel name, autotune configs) -> launchable kernel
+_INTERPRET = False
+_TUNE_MIN_LEN = 512  # sequences at least this long autotune the block sizes on CUDA (once per shape class)
+
+
+def _triton_kernel(fn):
+    _TRITON_FUNCTIONS.append(fn.__name__)
+    return fn
+
+
+def _load_triton():
+    """Import Triton and compile the kernel functions; without CUDA they run in Triton's interpreter."""
+    global triton, tl, _INTERPRET
+    if tl is not None:
+        return
+    _INTERPRET = os.environ.get('TRITON_INTERPRET') == '1' or not torch.cuda.is_available()
+    if _INTERPRET and os.environ.get('TRITON_INTERPRET') != '1':
+        if 'triton' in sys.modules:  # its library functions (tl.zeros, tl.max, ...) were jitted for a GPU
+            raise RuntimeError("Triton was imported before TRITON_INTERPRET=1 was set, so its interpreter cannot "
+                               "run the attention kernels on this machine without CUDA: set TRITON_INTERPRET=1 "
+                               "in the environment, or use attention = 'sdpa'")
+        os.environ['TRITON_INTERPRET'] = '1'  # must be set before triton is imported
+    try:
+        import triton as triton_module
+        import triton.language as language
+    except ImportError as e:
+        raise RuntimeError("the Triton attention backend needs the `triton` package (Linux wheels: "
+                           "pip install triton); or set attention = 'sdpa'") from e
+    triton, tl = triton_module, language
+    for name in _TRITON_FUNCTIONS:
+        globals()[name] = triton.jit(globals()[name])
+
+
+def _head_chunks(D):
+    """Split the head dim into power-of-two chunks D_A + D_B (D_B unused when split is False)."""
+    padded = max(16, 1 << (D - 1).bit_length())
+    d_a = max(16, 1 << (D.bit_length() - 1))
+    if d_a >= D:
+        return d_a, 16, False
+    d_b = max(16, 1 << (D - d_a - 1).bit_length())
+    if d_a + d_b >= padded:
+        return padded, 16, False
+    return d_a, d_b, True
+
+
+# Block sizes (BLOCK_M, BLOCK_N, num_warps, num_stages). BLOCK_M counts queries and BLOCK_N keys in
+# every kernel. The dK/dV kernel holds a key block and streams query blocks, so it wants a tall
+# BLOCK_N; the dQ kernel the opposite. Long sequences on CUDA pick among the candidates by timing them.
+_TUNE_CANDIDATES = {
+    'fwd': [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 2)],
+    'dkdv': [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (32, 32, 4, 2)],
+    'dq': [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (32, 32, 4, 2)],
+}
+_SHORT_CONFIG = {'fwd': (64, 64, 4, 2), 'dkdv': (32, 64, 4, 2), 'dq': (64, 32, 4, 2)}
+# the interpreter: unequal blocks, so that the tests cross block edges and the diagonal at T ~ 100
+_INTERPRETER_CONFIG = {'fwd': (64, 32, 1, 1), 'dkdv': (32, 64, 1, 1), 'dq': (64, 32, 1, 1)}
+
+
+def _launch(name, kind, grid_len, bh, seq_len, fp32, args, consts):
+    """Launch kernel `name` on a (cdiv(grid_len, block), bh) grid with the block sizes for `kind`."""
+    block_of_grid = 'BLOCK_N' if kind == 'dkdv' else 'BLOCK_M'
+    if not _INTERPRET and seq_len >= _TUNE_MIN_LEN:
+        key = (name, kind)
+        if key not in _KERNELS:
+            configs = [triton.Config({'BLOCK_M': m, 'BLOCK_N': n}, num_warps=w, num_stages=s)
+                       for m, n, w, s in _TUNE_CANDIDATES[kind]]
+            _KERNELS[key] = triton.autotune(configs, key=['HEAD_DIM', 'CAUSAL', 'HAS_DOCS'])(globals()[name])
+        grid = lambda meta: (triton.cdiv(grid_len, meta[block_of_grid]), bh)
+        _KERNELS[key][grid](*args, **consts)
+        return
+    m, n, warps, stages = (_INTERPRETER_CONFIG if _INTERPRET else _SHORT_CONFIG)[kind]
+    if fp32 and not _INTERPRET:  # twice the bytes per element: halve the tiles to fit shared memory
+        m, n = max(16, m // 2), max(16, n // 2)
+    block = n if kind == 'dkdv' else m
+    globals()[name][(triton.cdiv(grid_len, block), bh)](*args, **consts, BLOCK_M=m, BLOCK_N=n,
+                                                        num_warps=warps, num_stages=stages)
+
+
+def _check_inputs(q, k, v, causal, doc_ids):
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"triton_attention wants q, k, v of shape (B, H, T, D), got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    B, H, Tq, D = q.shape
+    if k.shape[:2] != (B, H) or k.size(3) != D or v.shape != k.shape:
+        raise ValueError(f"triton_attention: k and v must be (B, H, Tk, D) = ({B}, {H}, Tk, {D}), got "
+                         f"{tuple(k.shape)} and {tuple(v.shape)}")
+    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16) or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"triton_attention: q, k, v must share one of float32 / float16 / bfloat16, got "
+                         f"{q.dtype}, {k.dtype}, {v.dtype}")
+    if D > 128:
+        raise ValueError(f"triton_attention supports head dims up to 128, got {D}")
+    if min(Tq, k.size(2)) == 0:
+        raise ValueError(f"triton_attention: empty sequence (Tq={Tq}, Tk={k.size(2)})")
+    if (causal or doc_ids is not None) and Tq > k.size(2):
+        raise ValueError(f"triton_attention: causal attention or doc_ids need Tq <= Tk, got Tq={Tq}, Tk={k.size(2)}")
+    if doc_ids is not None:
+        if doc_ids.shape != (B, k.size(2)) or doc_ids.dtype.is_floating_point or doc_ids.dtype == torch.bool:
+            raise ValueError(f"triton_attention: doc_ids must be integer (B, Tk) = ({B}, {k.size(2)}), "
+                             f"got {doc_ids.dtype} {tuple(doc_ids.shape)}")
+    if not _INTERPRET and q.device.type != 'cuda':
+        raise ValueError(f"triton_attention: tensors are on {q.device}; the compiled kernels need CUDA tensors "
+                         "(without a GPU they run in Triton's interpreter on CPU tensors)")
+
+
+def _last_dim_contiguous(x):
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _kernel_flags(q, causal, doc_ids):
+    D = q.size(-1)
+    d_a, d_b, split = _head_chunks(D)
+    upcast = _INTERPRET and q.dtype == torch.bfloat16  # the interpreter gets bf16 arithmetic wrong
+    precision = 'ieee' if q.dtype == torch.float32 or upcast else 'tf32'  # 'tf32' only matters for fp32
+    return dict(HEAD_DIM=D, D_A=d_a, D_B=d_b, SPLIT=split, CAUSAL=bool(causal), HAS_DOCS=doc_ids is not None,
+                UPCAST=upcast, PRECISION=precision)
+
+
+def _attention_forward(q, k, v, causal, doc_ids):
+    B, H, Tq, D = q.shape
+    Tk = k.size(2)
+    o = torch.empty((B, H, Tq, D), dtype=q.dtype, device=q.device)
+    lse = torch.empty((B * H, Tq), dtype=torch.float32, device=q.device)  # log2-sum-exp2 of the scaled scores
+    qk_scale = math.log2(math.e) / math.sqrt(D)
+    doc_stride = 0 if doc_ids is None else doc_ids.stride(0)
+    args = (q, k, v, o, lse, doc_ids, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
+            doc_stride, H, Tq, Tk, qk_scale)
+    _launch('_attn_fwd_kernel', 'fwd', Tq, B * H, min(Tq, Tk), q.dtype == torch.float32, args,
+            _kernel_flags(q, causal, doc_ids))
+    return o, lse
+
+
+def _attention_backward(do, q, k, v, o, lse, causal, doc_ids):
+    B, H, Tq, D = q.shape
+    Tk = k.size(2)
+    delta = torch.empty_like(lse)  # rowsum(dO * O), the softmax-gradient correction per query
+    d_pad = max(16, 1 << (D - 1).bit_length())
+    block = 32 if _INTERPRET else 64
+    _attn_bwd_delta_kernel[(triton.cdiv(Tq, block), B * H)](
+        o, do, delta, *o.stride()[:3], *do.stride()[:3], H, Tq, HEAD_DIM=D, D_PAD=d_pad, BLOCK_M=block)
+    dq = torch.empty((B, H, Tq, D), dtype=q.dtype, device=q.device)
+    dk = torch.empty((B, H, Tk, D), dtype=k.dtype, device=k.device)
+    dv = torch.empty((B, H, Tk, D), dtype=v.dtype, device=v.device)
+    qk_scale = math.log2(math.e) / math.sqrt(D)
+    doc_stride = 0 if doc_ids is None else doc_ids.stride(0)
+    flags = _kernel_flags(q, causal, doc_ids)
+    fp32 = q.dtype == torch.float32
+    args = (q, k, v, do, dk, dv, lse, delta, doc_ids, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+            *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], doc_stride, H, Tq, Tk, qk_scale,
+            1.0 / math.sqrt(D))
+    _launch('_attn_bwd_dkdv_kernel', 'dkdv', Tk, B * H, min(Tq, Tk), fp32, args, flags)
+    args = (q, k, v, do, dq, lse, delta, doc_ids, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+            *do.stride()[:3], *dq.stride()[:3], doc_stride, H, Tq, Tk, qk_scale, 1.0 / math.sqrt(D))
+    _launch('_attn_bwd_dq_kernel', 'dq', Tq, B * H, min(Tq, Tk), fp32, args, flags)
+    return dq, dk, dv
+
+
+class TritonAttention(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, doc_ids):
+        o, lse = _attention_forward(q, k, v, causal, doc_ids)
+        ctx.save_for_backward(q, k, v, o, lse, doc_ids)
+        ctx.causal = causal
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, doc_ids = ctx.saved_tensors
+        dq, dk, dv = _attention_backward(_last_dim_contiguous(do), q, k, v, o, lse, ctx.causal, doc_ids)
+        return dq, dk, dv, None, None
+
+
+def triton_attention(q, k, v, causal=True, doc_ids=None):
+    """The fused Triton kernel: q (B, H, Tq, D), k, v (B, H, Tk, D) -> (B, H, Tq, D) in q's dtype.
+    fp32 / fp16 / bf16 with fp32 accumulation, D <= 128, any T; differentiable in q, k, v.
+    doc_ids (B, Tk) are compared as int32."""
+    _load_triton()
+    _check_inputs(q, k, v, causal, doc_ids)
+    q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
+    if doc_ids is not None:
+        doc_ids = doc_ids.to(device=q.device, dtype=torch.int32).contiguous()
+    return TritonAttention.apply(q, k, v, causal, doc_ids)
+
+
+# --- the kernels (compiled lazily; Triton's language is `tl`) ---
+
+@_triton_kernel
+def _load_tile(base, rows, cols, stride_row, n_rows, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr):
+    """The (rows, cols) tile of a (n_rows, HEAD_DIM) matrix with rows stride_row apart; zeros outside."""
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM)
+    tile = tl.load(base + rows[:, None] * stride_row + cols[None, :], mask=mask, other=0.0)
+    if UPCAST:
+        tile = tile.to(tl.float32)
+    return tile
+
+
+@_triton_kernel
+def _store_tile(base, rows, cols, stride_row, n_rows, tile, HEAD_DIM: tl.constexpr):
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM)
+    tl.store(base + rows[:, None] * stride_row + cols[None, :], tile.to(base.dtype.element_ty), mask=mask)
+
+
+@_triton_kernel
+def _id_range(ids, valid):
+    """Smallest and largest of the valid ids."""
+    return tl.min(tl.where(valid, ids, 2147483647), axis=0), tl.max(tl.where(valid, ids, -2147483647), axis=0)
+
+
+@_triton_kernel
+def _doc_block_range(DOC, n, lo_id, hi_id, BLOCK: tl.constexpr):
+    """[first, last): the span of the BLOCK-aligned blocks of DOC[:n] that hold an id in [lo_id, hi_id].
+    Blocks inside the span that hold none cost time, never correctness (ids are also compared per element);
+    for documents packed as contiguous runs the span is exact."""
+    first = tl.full((8,), 2147483647, tl.int32)
+    last = tl.zeros((8,), tl.int32)
+    for start in range(0, n, 8 * BLOCK):  # eight blocks per step
+        offs = start + tl.arange(0, 8 * BLOCK)
+        inside = offs < n
+        ids = tl.load(DOC + offs, mask=inside, other=0)
+        block_lo = tl.min(tl.reshape(tl.where(inside, ids, 2147483647), (8, BLOCK)), axis=1)
+        block_hi = tl.max(tl.reshape(tl.where(inside, ids, -2147483647), (8, BLOCK)), axis=1)
+        block_start = start + tl.arange(0, 8) * BLOCK
+        hit = (block_lo <= hi_id) & (block_hi >= lo_id)
+        first = tl.minimum(first, tl.where(hit, block_start, 2147483647))
+        last = tl.maximum(last, tl.where(hit, block_start + BLOCK, 0))
+    return tl.min(first, axis=0), tl.max(last, axis=0)
+
+
+@_triton_kernel
+def _key_blocks(start_m, Tq, Tk, DOC, q_doc, CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The key blocks a query block visits: [begin, mid) need no mask, [mid, end) are masked."""
+    off = Tk - Tq  # query i is at key position i + off
+    if CAUSAL:
+        end = tl.minimum(Tk, start_m + BLOCK_M + off)
+        full = (start_m + off + 1) // BLOCK_N * BLOCK_N  # keys before this are seen by every query of the block
+    else:
+        end = Tk
+        full = Tk // BLOCK_N * BLOCK_N
+    begin = 0
+    if HAS_DOCS:
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        lo_id, hi_id = _id_range(q_doc, offs_m < Tq)
+        first, last = _doc_block_range(DOC, Tk, lo_id, hi_id, BLOCK_N)
+        begin = first
+        end = tl.minimum(end, last)
+    mid = tl.minimum(tl.maximum(full, begin), end)
+    return begin, mid, end
+
+
+@_triton_kernel
+def _attn_fwd_inner(acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m,
+                    lo, hi, Tk, off, qk_scale,
+                    HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
+                    CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
+                    PRECISION: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs_a = tl.arange(0, D_A)
+    offs_b = D_A + tl.arange(0, D_B)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST)
+        s = tl.dot(q_a, tl.trans(k_a), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
+        if SPLIT:
+            k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST)
+            s += tl.dot(q_b, tl.trans(k_b), input_precision=PRECISION)
+        s = s * qk_scale
+        if MASKED:
+            seen = offs_n[None, :] < Tk
+            if CAUSAL:
+                seen = seen & (offs_n[None, :] <= offs_m[:, None] + off)
+            s = tl.where(seen, s, float('-inf'))
+        if HAS_DOCS:
+            k_doc = tl.load(DOC + offs_n, mask=offs_n < Tk, other=0)
+            s = tl.where(q_doc[:, None] == k_doc[None, :], s, float('-inf'))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_sub = tl.where(m_new == float('-inf'), 0.0, m_new)  # a row with nothing seen yet stays at zero
+        p = tl.exp2(s - m_sub[:, None])
+        alpha = tl.exp2(m_i - m_sub)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST)
+        p = p.to(v_a.dtype)
+        acc_a = tl.dot(p, v_a, acc_a * alpha[:, None], input_precision=PRECISION)
+        if SPLIT:
+            v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST)
+            acc_b = tl.dot(p, v_b, acc_b * alpha[:, None], input_precision=PRECISION)
+        m_i = m_new
+    return acc_a, acc_b, m_i, l_i
+
+
+@_triton_kernel
+def _attn_fwd_kernel(Q, K, V, O, LSE, DOC,
+                     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                     stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_docb,
+                     H, Tq, Tk, qk_scale,
+                     HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
+                     CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
+                     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    O += b * stride_ob + h * stride_oh
+    off = Tk - Tq
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_a = tl.arange(0, D_A)
+    offs_b = D_A + tl.arange(0, D_B)
+    q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST)
+    q_b = q_a
+    if SPLIT:
+        q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST)
+    q_doc = offs_m
+    if HAS_DOCS:
+        DOC += b * stride_docb
+        q_doc = tl.load(DOC + off + offs_m, mask=offs_m < Tq, other=0)
+    acc_a = tl.zeros((BLOCK_M, D_A), tl.float32)
+    acc_b = tl.zeros((BLOCK_M, D_B), tl.float32)
+    m_i = tl.full((BLOCK_M,), float('-inf'), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    begin, mid, end = _key_blocks(start_m, Tq, Tk, DOC, q_doc, CAUSAL, HAS_DOCS, BLOCK_M, BLOCK_N)
+    acc_a, acc_b, m_i, l_i = _attn_fwd_inner(
+        acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, begin, mid, Tk, off,
+        qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, False, BLOCK_N)
+    acc_a, acc_b, m_i, l_i = _attn_fwd_inner(
+        acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, mid, end, Tk, off,
+        qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_N)
+    l_i = tl.where(l_i == 0.0, 1.0, l_i)  # only rows past Tq see nothing
+    _store_tile(O, offs_m, offs_a, stride_ot, Tq, acc_a / l_i[:, None], HEAD_DIM)
+    if SPLIT:
+        _store_tile(O, offs_m, offs_b, stride_ot, Tq, acc_b / l_i[:, None], HEAD_DIM)
+    tl.store(LSE + bh * Tq + offs_m, m_i + tl.log2(l_i), mask=offs_m < Tq)
+
+
+@_triton_kernel
+def _attn_bwd_delta_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
+                           H, Tq, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    offs_d = tl.arange(0, D_PAD)
+    o = _load_tile(O + b * stride_ob + h * stride_oh, offs_m, offs_d, stride_ot, Tq, HEAD_DIM, True)
+    do = _load_tile(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_dot, Tq, HEAD_DIM, True)
+    tl.store(DELTA + bh * Tq + offs_m, tl.sum(o * do, axis=1), mask=offs_m < Tq)
+
+
+@_triton_kernel
+def _attn_bwd_dkdv_inner(dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC,
+                         stride_qt, stride_dot, offs_n, lo, hi, Tq, off, qk_scale,
+                         HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
+                         CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
+                         PRECISION: tl.constexpr, MASKED: tl.constexpr, BLOCK_M: tl.constexpr):
+    offs_a = tl.arange(0, D_A)
+    offs_b = D_A + tl.arange(0, D_B)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST)
+        s_t = tl.dot(k_a, tl.trans(q_a), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M): S transposed
+        if SPLIT:
+            q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST)
+            s_t += tl.dot(k_b, tl.trans(q_b), input_precision=PRECISION)
+        lse = tl.load(LSE + offs_m, mask=offs_m < Tq, other=0.0)
+        p_t = tl.exp2(s_t * qk_scale - lse[None, :])
+        if MASKED:
+            seen = offs_m[None, :] < Tq
+            if CAUSAL:
+                seen = seen & (offs_n[:, None] <= offs_m[None, :] + off)
+            p_t = tl.where(seen, p_t, 0.0)
+        if HAS_DOCS:
+            q_doc = tl.load(DOC + off + offs_m, mask=offs_m < Tq, other=0)
+            p_t = tl.where(k_doc[:, None] == q_doc[None, :], p_t, 0.0)
+        do_a = _load_tile(DO, offs_m, offs_a, stride_dot, Tq, HEAD_DIM, UPCAST)
+        p_low = p_t.to(do_a.dtype)
+        dv_a = tl.dot(p_low, do_a, dv_a, input_precision=PRECISION)
+        dp_t = tl.dot(v_a, tl.trans(do_a), input_precision=PRECISION)
+        if SPLIT:
+            do_b = _load_tile(DO, offs_m, offs_b, stride_dot, Tq, HEAD_DIM, UPCAST)
+            dv_b = tl.dot(p_low, do_b, dv_b, input_precision=PRECISION)
+            dp_t += tl.dot(v_b, tl.trans(do_b), input_precision=PRECISION)
+        delta = tl.load(DELTA + offs_m, mask=offs_m < Tq, other=0.0)
+        ds_t = (p_t * (dp_t - delta[None, :])).to(q_a.dtype)  # dS = P * (dP - delta), w.r.t. the scaled scores
+        dk_a = tl.dot(ds_t, q_a, dk_a, input_precision=PRECISION)
+        if SPLIT:
+            dk_b = tl.dot(ds_t, q_b, dk_b, input_precision=PRECISION)
+    return dk_a, dk_b, dv_a, dv_b
+
+
+@_triton_kernel
+def _attn_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, DOC,
+                          stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                          stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+                          stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt, stride_docb,
+                          H, Tq, Tk, qk_scale, sm_scale,
+                          HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
+                          CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
+                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_n = tl.program_id(0) * BLOCK_N
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DK += b * stride_dkb + h * stride_dkh
+    DV += b * stride_dvb + h * stride_dvh
+    LSE += bh * Tq
+    DELTA += bh * Tq
+    off = Tk - Tq
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_a = tl.arange(0, D_A)
+    offs_b = D_A + tl.arange(0, D_B)
+    k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST)
+    v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST)
+    k_b, v_b = k_a, v_a
+    if SPLIT:
+        k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST)
+        v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST)
+    dk_a = tl.zeros((BLOCK_N, D_A), tl.float32)
+    dv_a = tl.zeros((BLOCK_N, D_A), tl.float32)
+    dk_b = tl.zeros((BLOCK_N, D_B), tl.float32)
+    dv_b = tl.zeros((BLOCK_N, D_B), tl.float32)
+
+    # query blocks [begin, a) and [c, end) are masked, [a, c) are wholly visible and inside Tq
+    begin = 0
+    full = 0
+    if CAUSAL:
+        begin = tl.maximum(start_n - off, 0) // BLOCK_M * BLOCK_M  # earlier queries see none of these keys
+        full = (tl.maximum(start_n + BLOCK_N - 1 - off, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M  # these see all
+    end = Tq
+    k_doc = offs_n
+    if HAS_DOCS:
+        DOC += b * stride_docb
+        k_doc = tl.load(DOC + offs_n, mask=offs_n < Tk, other=0)
+        lo_id, hi_id = _id_range(k_doc, offs_n < Tk)
+        first, last = _doc_block_range(DOC + off, Tq, lo_id, hi_id, BLOCK_M)
+        begin = tl.maximum(begin, first)
+        end = tl.minimum(end, last)
+    a = tl.minimum(tl.maximum(full, begin), end)
+    c = tl.maximum(tl.minimum(Tq // BLOCK_M * BLOCK_M, end), a)
+    dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
+        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+        begin, a, Tq, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_M)
+    dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
+        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+        a, c, Tq, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, False, BLOCK_M)
+    dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
+        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
+        c, end, Tq, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_M)
+    _store_tile(DK, offs_n, offs_a, stride_dkt, Tk, dk_a * sm_scale, HEAD_DIM)
+    _store_tile(DV, offs_n, offs_a, stride_dvt, Tk, dv_a, HEAD_DIM)
+    if SPLIT:
+        _store_tile(DK, offs_n, offs_b, stride_dkt, Tk, dk_b * sm_scale, HEAD_DIM)
+        _store_tile(DV, offs_n, offs_b, stride_dvt, Tk, dv_b, HEAD_DIM)
+
+
+@_triton_kernel
+def _attn_bwd_dq_inner(dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt,
+                       offs_m, lo, hi, Tk, off, qk_scale,
+                       HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
+                       CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
+                       PRECISION: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+    offs_a = tl.arange(0, D_A)
+    offs_b = D_A + tl.arange(0, D_B)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST)
+        v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST)
+        s = tl.dot(q_a, tl.trans(k_a), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
+        dp = tl.dot(do_a, tl.trans(v_a), input_precision=PRECISION)
+        if SPLIT:
+            k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST)
+            v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST)
+            s += tl.dot(q_b, tl.trans(k_b), input_precision=PRECISION)
+            dp += tl.dot(do_b, tl.trans(v_b), input_precision=PRECISION)
+        p = tl.exp2(s * qk_scale - lse[:, None])
+        if MASKED:
+            seen = offs_n[None, :] < Tk
+            if CAUSAL:
+                seen = seen & (offs_n[None, :] <= offs_m[:, None] + off)
+            p = tl.where(seen, p, 0.0)
+        if HAS_DOCS:
+            k_doc = tl.load(DOC + offs_n, mask=offs_n < Tk, other=0)
+            p = tl.where(q_doc[:, None] == k_doc[None, :], p, 0.0)
+        ds = (p * (dp - delta[:, None])).to(k_a.dtype)
+        dq_a = tl.dot(ds, k_a, dq_a, input_precision=PRECISION)
+        if SPLIT:
+            dq_b = tl.dot(ds, k_b, dq_b, input_precision=PRECISION)
+    return dq_a, dq_b
+
+
+@_triton_kernel
+def _attn_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, DOC,
+                        stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                        stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+                        stride_dqb, stride_dqh, stride_dqt, stride_docb,
+                        H, Tq, Tk, qk_scale, sm_scale,
+                        HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
+                        CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
+                        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    DO += b * stride_dob + h * stride_doh
+    DQ += b * stride_dqb + h * stride_dqh
+    off = Tk - Tq
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_a = tl.arange(0, D_A)
+    offs_b = D_A + tl.arange(0, D_B)
+    q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST)
+    do_a = _load_tile(DO, offs_m, offs_a, stride_dot, Tq, HEAD_DIM, UPCAST)
+    q_b, do_b = q_a, do_a
+    if SPLIT:
+        q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST)
+        do_b = _load_tile(DO, offs_m, offs_b, stride_dot, Tq, HEAD_DIM, UPCAST)
+    lse = tl.load(LSE + bh * Tq + offs_m, mask=offs_m < Tq, other=0.0)
+    delta = tl.load(DELTA + bh * Tq + offs_m, mask=offs_m < Tq, other=0.0)
+    q_doc = offs_m
+    if HAS_DOCS:
+        DOC += b * stride_docb
+        q_doc = tl.load(DOC + off + offs_m, mask=offs_m < Tq, other=0)
+    dq_a = tl.zeros((BLOCK_M, D_A), tl.float32)
+    dq_b = tl.zeros((BLOCK_M, D_B), tl.float32)
+    begin, mid, end = _key_blocks(start_m, Tq, Tk, DOC, q_doc, CAUSAL, HAS_DOCS, BLOCK_M, BLOCK_N)
+    dq_a, dq_b = _attn_bwd_dq_inner(
+        dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, begin, mid,
+        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, False, BLOCK_N)
+    dq_a, dq_b = _attn_bwd_dq_inner(
+        dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, mid, end,
+        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_N)
+    _store_tile(DQ, offs_m, offs_a, stride_dqt, Tq, dq_a * sm_scale, HEAD_DIM)
+    if SPLIT:
+        _store_tile(DQ, offs_m, offs_b, stride_dqt, Tq, dq_b * sm_scale, HEAD_DIM)

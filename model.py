@@ -1,0 +1,452 @@
+"""
+The decoder language model (OpenLM / DCLM-1B architecture) and, below it, the VLM that joins a
+vision encoder, a projector and the LM.
+
+Decoder facts (open_lm model.py, DCLM-1B config): pre-norm blocks; gain-only LayerNorm (eps 1e-5);
+one fused in_proj (d -> 3d); qk-norm = gain-only LayerNorm over the full width of q and k before the
+heads are split; rotary embeddings (base 10000, rotate-half); SwiGLU with hidden 256*ceil(8d/3/256);
+no biases; untied input embedding and output head; truncated-normal init with std 1/sqrt(fan_in)
+and output projections scaled by 1/sqrt(2*(layer+1)).
+"""
+import inspect
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attention import attention
+
+
+@dataclass
+class LMConfig:
+    vocab_size: int = 50304  # GPT-2's 50257 ids padded to a multiple of 64
+    block_size: int = 2048
+    n_layer: int = 24
+    n_head: int = 16
+    n_embd: int = 2048
+    norm_eps: float = 1e-5
+    rope_base: float = 10000.0
+
+
+# The paper's Table 2 sizes, and small ones for the CPU (byte vocabulary: 256 bytes + 2 specials -> 320).
+LM_PRESETS = {
+    '1b': dict(n_layer=24, n_head=16, n_embd=2048, block_size=2048, vocab_size=50304),
+    '79m': dict(n_layer=8, n_head=4, n_embd=512, block_size=2048, vocab_size=50304),
+    'tiny': dict(n_layer=4, n_head=4, n_embd=128, block_size=256, vocab_size=320),
+    'nano': dict(n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=320),
+}
+
+
+def lm_config(preset, **overrides):
+    if preset not in LM_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; known: {sorted(LM_PRESETS)}")
+    return LMConfig(**{**LM_PRESETS[preset], **overrides})
+
+
+def swiglu_hidden(n_embd):
+    return 256 * math.ceil(8 * n_embd / 3 / 256)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with a gain and no bias."""
+
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, None, self.eps)
+
+
+def rotary_tables(head_dim, max_len, base, device=None):
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv_freq)  # (T, D/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, D): rotate-half pairs i with i + D/2
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    # x (B, H, T, D); cos/sin (T, D)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding; `doc_ids` masks left padding."""
+
+    def __init__(self, n_layer, batch, n_head, max_len, head_dim, device, dtype):
+        shape = (batch, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.doc_ids = None
+        self.pos = 0
+
+    def update(self, layer, k, v):
+        T = k.size(2)
+        self.k[layer][:, :, self.pos:self.pos + T] = k
+        self.v[layer][:, :, self.pos:self.pos + T] = v
+        return self.k[layer][:, :, :self.pos + T], self.v[layer][:, :, :self.pos + T]
+
+
+class Attention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        d = config.n_embd
+        self.n_head = config.n_head
+        self.in_proj = nn.Linear(d, 3 * d, bias=False)
+        self.q_norm = LayerNorm(d, config.norm_eps)
+        self.k_norm = LayerNorm(d, config.norm_eps)
+        self.out_proj = nn.Linear(d, d, bias=False)
+
+    def forward(self, x, cos, sin, doc_ids=None, kv_cache=None, layer=0):
+        B, T, C = x.shape
+        q, k, v = self.in_proj(x).split(C, dim=-1)
+        q, k = self.q_norm(q), self.k_norm(k)  # over the full width, before the heads are split
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(layer, k, v)  # (B, H, Tk, D), Tk = cached + T
+        y = attention(q, k, v, causal=True, doc_ids=doc_ids)  # (B, H, T, D)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        hidden = swiglu_hidden(config.n_embd)
+        self.w12 = nn.Linear(config.n_embd, 2 * hidden, bias=False)
+        self.w3 = nn.Linear(hidden, config.n_embd, bias=False)
+
+    def forward(self, x):
+        gate, up = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer):
+        super().__init__()
+        self.layer = layer
+        self.attention_norm = LayerNorm(config.n_embd, config.norm_eps)
+        self.attention = Attention(config)
+        self.ffn_norm = LayerNorm(config.n_embd, config.norm_eps)
+        self.feed_forward = SwiGLU(config)
+
+    def forward(self, x, cos, sin, doc_ids=None, kv_cache=None):
+        x = x + self.attention(self.attention_norm(x), cos, sin, doc_ids, kv_cache, self.layer)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+def trunc_normal_(weight, std):
+    nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-3 * std, b=3 * std)
+
+
+class LM(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.n_embd)
+        self.layers = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.norm = LayerNorm(config.n_embd, config.norm_eps)
+        self.output = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        head_dim = config.n_embd // config.n_head
+        assert config.n_embd % config.n_head == 0 and head_dim % 2 == 0, "head dim must be even for rotary"
+        cos, sin = rotary_tables(head_dim, config.block_size, config.rope_base)
+        self.register_buffer('rope_cos', cos, persistent=False)
+        self.register_buffer('rope_sin', sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        d = self.config.n_embd
+        trunc_normal_(self.tok_embeddings.weight, 1 / math.sqrt(d))
+        trunc_normal_(self.output.weight, 1 / math.sqrt(d))
+        for block in self.layers:
+            depth_scale = 1 / math.sqrt(2 * (block.layer + 1))
+            trunc_normal_(block.attention.in_proj.weight, 1 / math.sqrt(d))
+            trunc_normal_(block.attention.out_proj.weight, depth_scale / math.sqrt(d))
+            trunc_normal_(block.feed_forward.w12.weight, 1 / math.sqrt(d))
+            trunc_normal_(block.feed_forward.w3.weight, depth_scale / math.sqrt(swiglu_hidden(d)))
+
+    def num_params(self, exclude_embedding=True):
+        """Parameters, without the input embedding table by default (it does no matmul)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.tok_embeddings.weight.numel() if exclude_embedding else n
+
+    def forward(self, idx, targets=None, doc_ids=None, inputs_embeds=None, kv_cache=None,
+                z_loss=0.0, reduction='mean', last_only=False):
+        """
+        idx (B, T) token ids, or inputs_embeds (B, T, C) (the VLM's merged embeddings).
+        targets (B, T) with -100 where no loss. Returns (logits, loss); loss is None without targets.
+        reduction='sum' returns the summed loss, for gradient accumulation normalised by the number
+        of target tokens in the whole step.
+        """
+        x = self.tok_embeddings(idx) if inputs_embeds is None else inputs_embeds  # (B, T, C)
+        T = x.size(1)
+        start = 0
+        if kv_cache is not None:
+            start = kv_cache.pos
+            if doc_ids is not None:
+                kv_cache.doc_ids = doc_ids if kv_cache.doc_ids is None else torch.cat([kv_cache.doc_ids, doc_ids], 1)
+                doc_ids = kv_cache.doc_ids
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        for block in self.layers:
+            x = block(x, cos, sin, doc_ids, kv_cache)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        x = self.norm(x)
+        if targets is None:
+            return self.output(x[:, -1:] if last_only else x), None
+        logits = self.output(x)  # (B, T, V)
+        return logits, lm_loss(logits, targets, z_loss, reduction)
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, eps, device_type):
+        return make_adamw(self.named_parameters(), weight_decay, learning_rate, betas, eps, device_type)
+
+    def flops_per_token(self, T):
+        """Training FLOPs per token: 6N (N = matmul weights, the head yes, the input table no) + 12·L·H·Q·T."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * T
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=0.0, top_k=None, stop_token=None,
+                 inputs_embeds=None, doc_ids=None):
+        """
+        Decode with a KV cache. idx (B, T) is the prompt (or inputs_embeds (B, T, C) with idx giving
+        only its length); temperature 0 is greedy. Left-padded batches pass doc_ids (B, T) with a
+        distinct id on the padding, so real tokens never attend to it; rotary makes the shift of
+        positions irrelevant. Stops when every row has produced `stop_token`.
+        Returns the new tokens (B, <= max_new_tokens).
+        """
+        B, T = idx.shape[:2]
+        c = self.config
+        param = self.output.weight
+        cache = KVCache(c.n_layer, B, c.n_head, T + max_new_tokens, c.n_embd // c.n_head, param.device,
+                        inputs_embeds.dtype if inputs_embeds is not None else param.dtype)
+        if T + max_new_tokens > c.block_size:
+            raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds block_size {c.block_size}")
+        logits, _ = self(idx, inputs_embeds=inputs_embeds, kv_cache=cache, doc_ids=doc_ids, last_only=True)
+        new_doc = None if doc_ids is None else doc_ids[:, -1:]
+        out, done = [], torch.zeros(B, dtype=torch.bool, device=param.device)
+        for _ in range(max_new_tokens):
+            next_token = sample_next(logits[:, -1, :], temperature, top_k)  # (B, 1)
+            if stop_token is not None:
+                next_token = torch.where(done[:, None], torch.full_like(next_token, stop_token), next_token)
+                done |= next_token[:, 0] == stop_token
+            out.append(next_token)
+            if done.all() or len(out) == max_new_tokens:
+                break
+            logits, _ = self(next_token, kv_cache=cache, doc_ids=new_doc, last_only=True)
+        return torch.cat(out, dim=1)
+
+
+def lm_loss(logits, targets, z_loss=0.0, reduction='mean'):
+    """
+    Cross-entropy over targets != -100, plus z_loss * logsumexp(logits)^2 (OpenLM's stabiliser).
+    reduction: 'mean' over the targets, 'sum', or 'none' (per position, 0 where there is no target).
+    """
+    logits = logits.float().view(-1, logits.size(-1))
+    targets = targets.reshape(-1)
+    loss = F.cross_entropy(logits, targets, ignore_index=-100, reduction='none')
+    if z_loss:
+        loss = loss + z_loss * torch.logsumexp(logits, dim=-1) ** 2 * (targets != -100)
+    if reduction == 'none':
+        return loss
+    if reduction == 'sum':
+        return loss.sum()
+    return loss.sum() / (targets != -100).sum().clamp(min=1)
+
+
+def sample_next(logits, temperature, top_k):
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float('-inf'))
+    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+
+
+def make_adamw(named_params, weight_decay, learning_rate, betas, eps, device_type, groups=None):
+    """AdamW with weight decay on >=2-D weights only. `groups` maps a name prefix to an lr scale."""
+    params = [(n, p) for n, p in named_params if p.requires_grad]
+    groups = groups or {}
+    buckets = {}
+    for name, p in params:
+        scale = next((s for prefix, s in groups.items() if name.startswith(prefix)), 1.0)
+        decay = weight_decay if p.dim() >= 2 else 0.0
+        buckets.setdefault((scale, decay), []).append(p)
+    param_groups = [dict(params=ps, weight_decay=decay, lr_scale=scale, lr=learning_rate * scale)
+                    for (scale, decay), ps in buckets.items()]
+    fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps, **({'fused': True} if fused else {}))
+
+
+# bf16 dense peak FLOP/s by GPU name, for MFU
+PEAK_FLOPS = [('H200', 989e12), ('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12),
+              ('A100', 312e12), ('L40S', 362e12), ('A10G', 125e12)]
+
+
+def peak_flops(device_name):
+    """bf16 dense peak of a GPU by its name, or None (unknown) for anything else, the CPU included."""
+    for key, flops in PEAK_FLOPS:
+        if key.lower() in (device_name or '').lower():
+            return flops
+    return None
+
+
+def estimate_mfu(flops_per_token, tokens_per_sec, device_name):
+    """Model FLOPs utilisation, or None when the device's peak is unknown."""
+    peak = peak_flops(device_name)
+    return None if peak is None else flops_per_token * tokens_per_sec / peak
+
+
+# -----------------------------------------------------------------------------
+# The VLM: SigLIP patches -> projector -> the LM's embeddings at the <|image|> positions
+
+PROJECTORS = ('mlp2', 'mlp1')
+
+
+def make_projector(kind, vision_width, n_embd):
+    if kind == 'mlp2':  # Prismatic's gelu-mlp: the default
+        return nn.Sequential(nn.Linear(vision_width, n_embd), nn.GELU(), nn.Linear(n_embd, n_embd))
+    if kind == 'mlp1':  # Prismatic's linear, LLaVA-1's projector
+        return nn.Linear(vision_width, n_embd)
+    raise ValueError(f"projector must be one of {PROJECTORS}, got {kind!r}")
+
+
+class VLM(nn.Module):
+    """
+    The batch of the contracts: input_ids (B, T) with <|image|> at the image positions, targets (B, T)
+    (-100 where no loss), doc_ids (B, T) or None, images (B, S, S, 3) uint8 and has_image (B,) bool.
+    Rows with an image hold exactly num_patches <|image|> tokens; their embeddings are replaced by the
+    projected patch features, in order. Everything else is the LM's usual path.
+    """
+
+    def __init__(self, lm_config, vision_config, projector='mlp2', feature_layer=-2, image_id=50257,
+                 freeze_vision=True):
+        super().__init__()
+        from vision import SiglipVisionTower
+        self.lm = LM(lm_config)
+        self.vision = SiglipVisionTower(vision_config, head=False, feature_layer=feature_layer).drop_unused()
+        self.projector = make_projector(projector, vision_config.width, lm_config.n_embd)
+        self.image_id = image_id
+        self.num_patches = vision_config.num_patches
+        self.freeze_vision = freeze_vision
+        self.vision.requires_grad_(not freeze_vision)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.freeze_vision:
+            self.vision.eval()  # a frozen encoder stays in eval mode
+        return self
+
+    def encode_images(self, images):
+        """uint8 (N, S, S, 3) -> projected patches (N, P, C)."""
+        from vision import normalize
+        dtype = self.vision.embeddings['patch_embedding'].weight.dtype
+        pixels = normalize(images, dtype)
+        if self.freeze_vision:
+            with torch.no_grad():
+                features = self.vision(pixels)  # (N, P, W)
+        else:
+            features = self.vision(pixels)
+        return self.projector(features.to(self.projector_dtype()))  # (N, P, C)
+
+    def projector_dtype(self):
+        return next(self.projector.parameters()).dtype
+
+    def embed(self, input_ids, images=None, has_image=None):
+        x = self.lm.tok_embeddings(input_ids)  # (B, T, C)
+        is_image = input_ids == self.image_id
+        if images is None or has_image is None or not bool(has_image.any()):
+            if self.training and torch.is_grad_enabled():
+                # no image in this micro-batch: keep the projector (and a trained encoder) in the graph
+                # with a zero contribution, so data-parallel gradient syncs still see every parameter
+                dummy = self.encode_images(torch.zeros((1, *self.image_shape()), dtype=torch.uint8, device=x.device))
+                x = x + 0.0 * dummy.sum().to(x.dtype)
+            if bool(is_image.any()):
+                raise ValueError("the batch has <|image|> tokens but no images")
+            return x
+        patches = self.encode_images(images[has_image])  # (N_img, P, C)
+        expected = has_image.sum() * self.num_patches
+        found = is_image[has_image].sum()
+        if found != expected or is_image[~has_image].any():
+            raise ValueError(f"each row with an image needs exactly {self.num_patches} <|image|> tokens "
+                             f"(and rows without one none): found {int(is_image.sum())}, expected {int(expected)}")
+        return x.masked_scatter(is_image[..., None], patches.to(x.dtype))
+
+    def image_shape(self):
+        S = self.vision.cfg.image_size
+        return (S, S, 3)
+
+    def forward(self, input_ids, targets=None, doc_ids=None, images=None, has_image=None, z_loss=0.0,
+                reduction='mean'):
+        x = self.embed(input_ids, images, has_image)
+        return self.lm(input_ids, targets, doc_ids=doc_ids, inputs_embeds=x, z_loss=z_loss, reduction=reduction)
+
+    @torch.no_grad()
+    def generate(self, input_ids, images=None, has_image=None, max_new_tokens=32, doc_ids=None, **kw):
+        """Answer from image + prompt rows (left-padded, with doc_ids marking the padding)."""
+        x = self.embed(input_ids, images, has_image)
+        return self.lm.generate(input_ids, max_new_tokens, inputs_embeds=x, doc_ids=doc_ids, **kw)
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, eps, device_type, vision_lr=None):
+        # frozen weights have requires_grad False, so the optimizer holds no state for them
+        groups = {'vision.': vision_lr / learning_rate} if vision_lr is not None else None
+        return make_adamw(self.named_parameters(), weight_decay, learning_rate, betas, eps, device_type, groups)
+
+    def num_params(self, exclude_embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.lm.tok_embeddings.weight.numel() if exclude_embedding else n
+
+    def vision_flops_per_image(self):
+        """Forward FLOPs of the encoder for one image: 2 per weight per patch + attention's 4·L·W·P²."""
+        P, W = self.num_patches, self.vision.cfg.width
+        n_weights = sum(p.numel() for n, p in self.vision.named_parameters() if p.dim() >= 2 and 'position' not in n)
+        return 2 * n_weights * P + 4 * len(self.vision.encoder['layers']) * W * P * P
+
+    def flops_per_step(self, num_tokens, num_images, T):
+        """LM training FLOPs for the tokens + the encoder: forward only when frozen, 3x when trained."""
+        vision = self.vision_flops_per_image() * num_images * (1 if self.freeze_vision else 3)
+        projector = 6 * sum(p.numel() for p in self.projector.parameters()) * self.num_patches * num_images
+        return self.lm.flops_per_token(T) * num_tokens + vision + projector
+
+
+def vlm_args(lm_config, vision_config, projector, feature_layer, image_id, freeze_vision):
+    return dict(lm=asdict(lm_config), vision=asdict(vision_config), projector=projector,
+                feature_layer=feature_layer, image_id=image_id, freeze_vision=freeze_vision)
+
+
+def build_model(model_args):
+    """LM from LM args, or VLM from vlm_args(...): what a checkpoint's model_args rebuild."""
+    if 'vision' not in model_args:
+        return LM(LMConfig(**model_args))
+    from vision import SiglipConfig
+    return VLM(LMConfig(**model_args['lm']), SiglipConfig(**model_args['vision']), model_args['projector'],
+               model_args['feature_layer'], model_args['image_id'], model_args['freeze_vision'])
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints (written by train.py): weights, model_args, tokenizer, config, step, lineage, ...
+
+def load_checkpoint(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+
+
+def model_from_checkpoint(path, device='cpu'):
+    """Rebuild the model a checkpoint holds; returns (model in eval mode, checkpoint dict)."""
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint['model_args'])
+    model.load_state_dict(checkpoint['model'])
+    return model.to(device).eval(), checkpoint

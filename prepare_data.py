@@ -1,0 +1,1170 @@
+"""
+Raw sources -> token shards (and image shards), the tokenizers and special tokens, the chat
+template, and the shard readers. The on-disk formats are defined once, here, writer beside reader.
+
+    python prepare_data.py text --input 'data/raw/*.jsonl.zst' --out data/text --tokenizer gpt2
+    python prepare_data.py captions --input 'data/laion/*.tar' --out data/captions --image_size 384
+    python prepare_data.py llava --input llava_v1_5_mix665k.json --images data/llava --out data/instruct
+    python prepare_data.py shapes --out data/shapes --seed 0     # the synthetic world, all three kinds
+
+Text sources: .jsonl / .jsonl.zst / .jsonl.zstd (a `text` field per line; DCLM-baseline shards),
+.txt (one document per file), .parquet (a `text` column); globs and directories.
+Output: train_NNNNNN.bin / val_NNNNNN.bin token shards, one pair per group of input files, and a
+manifest.json. Every file is written under a temporary name and renamed, so an interrupted run never
+leaves a shard that looks complete; a re-run skips the groups that are finished.
+
+Image sources (captions): webdataset / img2dataset tars (KEY.jpg|jpeg|png|webp + KEY.txt), a
+LLaVA-Pretrain JSON (the gpt turn is the caption), a folder with captions.jsonl ({"image", "caption"}).
+Instruction data (llava): LLaVA v1.5 JSON, with text-only conversations kept as such. Output: per shard
+and split, .npy arrays (images preprocessed to uint8 at the encoder's size, tokens, offsets, loss
+mask, image index) and a JSON written last; ImageShards reads them back with memory maps. One shard
+per input tar, or per --shard_size JSON entries; the same inputs give byte-identical shards.
+"""
+import argparse
+import bisect
+import glob
+import hashlib
+import io
+import json
+import os
+import posixpath
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+from multiprocessing import Pool
+
+import numpy as np
+import tiktoken
+from tqdm import tqdm
+
+import shapes
+import vision
+
+# -----------------------------------------------------------------------------
+# Tokenizers and special tokens (the contracts)
+
+# GPT-2 has only <|endoftext|>: it is also BOS and document separator. <|image|> takes the first
+# padded id, so its embedding row exists but is never used (the VLM puts patches there).
+TOKENIZERS = {
+    'gpt2': dict(eot_id=50256, image_id=50257, vocab_size=50304),
+    'bytes': dict(eot_id=256, image_id=257, vocab_size=320),
+}
+# tiktoken's r50k regex, the pre-tokenizer of GPT-2
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+# The GPT-2 ranks as tiktoken writes them (identical to its r50k_base file); the openai-whisper
+# source distribution on the package index ships this file as whisper/assets/gpt2.tiktoken.
+GPT2_RANKS_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
+GPT2_RANKS_PACKAGE = 'openai-whisper==20250625'
+GPT2_RANKS_MEMBER = 'whisper/assets/gpt2.tiktoken'
+
+
+def cache_dir():
+    root = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(root, 'vlm-pretrain')
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path, data):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, 'wb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def fetch_gpt2_ranks(dest):
+    """Obtain the GPT-2 ranks from the openai-whisper sdist on the package index (pip download)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', '--no-binary', ':all:',
+               '--dest', tmp, GPT2_RANKS_PACKAGE]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        archives = glob.glob(os.path.join(tmp, '*.tar.gz'))
+        if result.returncode != 0 or not archives:
+            raise RuntimeError(f"could not download {GPT2_RANKS_PACKAGE} to get the GPT-2 ranks "
+                               f"({result.stderr.strip()[-300:]}); download a gpt2.tiktoken / r50k_base.tiktoken "
+                               f"file yourself and point GPT2_TIKTOKEN at it")
+        with tarfile.open(archives[0]) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith(GPT2_RANKS_MEMBER)), None)
+            if member is None:
+                raise RuntimeError(f"{archives[0]} has no {GPT2_RANKS_MEMBER}")
+            data = tar.extractfile(member).read()
+    if hashlib.sha256(data).hexdigest() != GPT2_RANKS_SHA256:
+        raise RuntimeError(f"{GPT2_RANKS_MEMBER} from {GPT2_RANKS_PACKAGE} has an unexpected sha256")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    atomic_write_bytes(dest, data)
+
+
+def gpt2_ranks_path():
+    """A verified GPT-2 ranks file: $GPT2_TIKTOKEN, else the cache, else fetched into the cache."""
+    path = os.environ.get('GPT2_TIKTOKEN')
+    if path:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"GPT2_TIKTOKEN points to a missing file: {path}")
+    else:
+        path = os.path.join(cache_dir(), 'gpt2.tiktoken')
+        if not os.path.isfile(path):
+            fetch_gpt2_ranks(path)
+    if sha256_file(path) != GPT2_RANKS_SHA256:
+        raise ValueError(f"{path} is not the GPT-2 ranks file (sha256 mismatch)")
+    return path
+
+
+def load_ranks(path):
+    import base64
+    with open(path, 'rb') as f:
+        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in f if line.strip())}
+
+
+_tokenizer_cache = {}
+
+
+def get_tokenizer(name):
+    """A tiktoken Encoding with the special tokens of the contracts: 'gpt2' (exact GPT-2 ids) or 'bytes'."""
+    if name not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
+    if name in _tokenizer_cache:
+        return _tokenizer_cache[name]
+    ids = TOKENIZERS[name]
+    specials = {'<|endoftext|>': ids['eot_id'], '<|image|>': ids['image_id']}
+    if name == 'gpt2':
+        ranks = load_ranks(gpt2_ranks_path())
+    else:
+        ranks = {bytes([i]): i for i in range(256)}
+    enc = tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+    _tokenizer_cache[name] = enc
+    return enc
+
+
+def encode(enc, text):
+    """Ordinary text -> ids; special-token strings inside the text are encoded as plain text."""
+    return enc.encode_ordinary(text)
+
+
+# -----------------------------------------------------------------------------
+# The chat template (finetune data, eval prompts, sample.py)
+
+def chat_tokens(enc, turns, n_image=0):
+    """
+    turns: [(role, text)] with role 'user' or 'assistant', alternating from 'user'.
+    Returns (tokens, loss_mask): <|endoftext|> + n_image x <|image|> + "User: q\\nAssistant: a<|endoftext|>"
+    per turn; the mask is 1 on the answers and their <|endoftext|> only. When the last turn is the
+    user's, the tokens end with "Assistant:" — the prompt to generate from.
+    """
+    ids = TOKENIZERS[enc.name]
+    tokens = [ids['eot_id']] + [ids['image_id']] * n_image
+    mask = [0] * len(tokens)
+    for i, (role, text) in enumerate(turns):
+        if role == 'user':
+            prefix = '' if i == 0 else '\n'
+            part = encode(enc, f"{prefix}User: {text.strip()}\nAssistant:")
+            tokens += part
+            mask += [0] * len(part)
+        elif role == 'assistant':
+            part = encode(enc, ' ' + text.strip()) + [ids['eot_id']]
+            tokens += part
+            mask += [1] * len(part)
+        else:
+            raise ValueError(f"chat turn role must be 'user' or 'assistant', got {role!r}")
+    return tokens, mask
+
+
+# -----------------------------------------------------------------------------
+# Token shards: a 64-byte header (magic, version, dtype code, token count) + the tokens
+
+SHARD_MAGIC = b'VLMTOKS\0'
+SHARD_VERSION = 1
+HEADER_BYTES = 64
+DTYPES = {2: np.uint16, 4: np.uint32}
+
+
+def token_dtype(vocab_size):
+    return np.uint16 if vocab_size <= 2 ** 16 else np.uint32
+
+
+def write_token_shard(path, tokens):
+    tokens = np.asarray(tokens)
+    header = struct.pack('<8sIIQ', SHARD_MAGIC, SHARD_VERSION, tokens.dtype.itemsize, tokens.size)
+    atomic_write_bytes(path, header.ljust(HEADER_BYTES, b'\0') + tokens.tobytes())
+
+
+def read_token_shard(path):
+    """Memory-map a token shard after checking its header and size."""
+    size = os.path.getsize(path)
+    if size < HEADER_BYTES:
+        raise ValueError(f"{path}: truncated token shard ({size} bytes, smaller than the header)")
+    with open(path, 'rb') as f:
+        magic, version, itemsize, count = struct.unpack('<8sIIQ', f.read(24))
+    if magic != SHARD_MAGIC:
+        raise ValueError(f"{path}: not a token shard (bad magic {magic!r})")
+    if version != SHARD_VERSION or itemsize not in DTYPES:
+        raise ValueError(f"{path}: unsupported shard version {version} / item size {itemsize}")
+    expected = HEADER_BYTES + count * itemsize
+    if size != expected:
+        raise ValueError(f"{path}: truncated or corrupt token shard: header says {count} tokens "
+                         f"({expected} bytes), file has {size} bytes")
+    return np.memmap(path, dtype=DTYPES[itemsize], mode='r', offset=HEADER_BYTES, shape=(count,))
+
+
+def read_manifest(folder, kind=None):
+    path = os.path.join(folder, 'manifest.json')
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{folder}: no manifest.json (prepare the data with prepare_data.py first)")
+    with open(path) as f:
+        manifest = json.load(f)
+    if kind is not None and manifest.get('kind') != kind:
+        raise ValueError(f"{path}: expected kind '{kind}' data, found '{manifest.get('kind')}'")
+    return manifest
+
+
+def load_text_split(folder, split):
+    """The shards of one split of a text data folder, as a list of memmaps, checked against the manifest."""
+    manifest = read_manifest(folder, kind='text')
+    shards = []
+    for entry in manifest['shards'][split]:
+        path = os.path.join(folder, entry['name'])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{folder}: shard {entry['name']} listed in manifest.json is missing")
+        tokens = read_token_shard(path)
+        if tokens.size != entry['num_tokens']:
+            raise ValueError(f"{path}: {tokens.size} tokens, manifest.json says {entry['num_tokens']}")
+        if tokens.size:
+            shards.append(tokens)
+    if not shards:
+        raise ValueError(f"{folder}: the '{split}' split holds no tokens")
+    return manifest, shards
+
+
+# -----------------------------------------------------------------------------
+# Text sources: each reader yields document strings and counts what it had to skip
+
+def expand_inputs(patterns):
+    files = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            matches = [os.path.join(root, name) for root, _, names in os.walk(pattern) for name in names]
+        else:
+            matches = glob.glob(pattern, recursive=True)
+            if not matches and os.path.isfile(pattern):
+                matches = [pattern]
+        files += [m for m in matches if os.path.isfile(m) and text_format(m)]
+    return sorted(set(files))
+
+
+def text_format(path):
+    for suffix in ('.jsonl.zst', '.jsonl.zstd', '.jsonl', '.txt', '.parquet'):
+        if path.endswith(suffix):
+            return suffix
+    return None
+
+
+def jsonl_lines(path, stats):
+    if not path.endswith(('.zst', '.zstd')):
+        with open(path, 'rb') as f:
+            yield from f
+        return
+    try:
+        import zstandard
+    except ImportError:
+        raise ImportError(f"reading {path} needs the 'zstandard' package: pip install zstandard") from None
+    # decompress chunk by chunk and check for the end of the frame: a truncated file ends early
+    decompressor, pending = zstandard.ZstdDecompressor().decompressobj(), b''
+    with open(path, 'rb') as raw:
+        try:
+            for chunk in iter(lambda: raw.read(1 << 20), b''):
+                lines = (pending + decompressor.decompress(chunk)).split(b'\n')
+                pending = lines.pop()
+                yield from lines
+        except zstandard.ZstdError as e:
+            stats['truncated'] += 1
+            return
+    if not decompressor.eof:
+        stats['truncated'] += 1  # the last, incomplete line is dropped
+        return
+    if pending:
+        yield pending
+
+
+def read_documents(path, stats):
+    fmt = text_format(path)
+    if os.path.getsize(path) == 0:
+        stats['empty'] += 1
+        return
+    if fmt == '.txt':
+        try:
+            with open(path, 'rb') as f:
+                text = f.read().decode('utf-8')
+        except UnicodeDecodeError:
+            stats['bad_utf8'] += 1
+            return
+        if text.strip():
+            yield text
+        else:
+            stats['empty'] += 1
+        return
+    if fmt == '.parquet':
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError(f"reading {path} needs the 'pyarrow' package: pip install pyarrow") from None
+        table = pq.read_table(path)
+        if 'text' not in table.column_names:
+            stats['missing_text'] += table.num_rows
+            return
+        for text in table.column('text').to_pylist():
+            if isinstance(text, str) and text:
+                yield text
+            else:
+                stats['missing_text'] += 1
+        return
+    for line in jsonl_lines(path, stats):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line.decode('utf-8'))
+        except UnicodeDecodeError:
+            stats['bad_utf8'] += 1
+            continue
+        except json.JSONDecodeError:
+            stats['bad_json'] += 1
+            continue
+        text = record.get('text') if isinstance(record, dict) else None
+        if not isinstance(text, str) or not text:
+            stats['missing_text'] += 1
+            continue
+        yield text
+
+
+# -----------------------------------------------------------------------------
+# Text preparation: groups of files -> one train and one val shard each, in worker processes
+
+SKIP_REASONS = ('bad_json', 'missing_text', 'bad_utf8', 'truncated', 'empty')
+
+
+def is_val_document(text, val_fraction):
+    # by content, so the split does not depend on file order or the number of workers
+    return zlib.crc32(text.encode('utf-8', 'surrogatepass')) % 100_000 < val_fraction * 100_000
+
+
+def group_files(files, group_bytes):
+    groups, current, size = [], [], 0
+    for path in files:
+        current.append(path)
+        size += os.path.getsize(path)
+        if size >= group_bytes:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    return groups
+
+
+def prepare_text_group(job):
+    """Tokenize one group of files into train/val shards; skip it if a finished part file exists."""
+    index, files, out_dir, tokenizer, val_fraction, val_files = job
+    part_path = os.path.join(out_dir, f'part_{index:06d}.json')
+    if os.path.isfile(part_path):
+        with open(part_path) as f:
+            part = json.load(f)
+        if part['files'] == files and part.get('val_files', []) == val_files and all(os.path.isfile(os.path.join(out_dir, s['name'])) for s in part['shards'].values()):
+            part['skipped_existing'] = True
+            return part
+    enc = get_tokenizer(tokenizer)
+    ids = TOKENIZERS[tokenizer]
+    dtype = token_dtype(ids['vocab_size'])
+    splits = {'train': [], 'val': []}
+    per_file, documents = {}, {'train': 0, 'val': 0}
+    for path in files:
+        stats = {reason: 0 for reason in SKIP_REASONS}
+        try:
+            for text in read_documents(path, stats):
+                split = 'val' if path in val_files or is_val_document(text, val_fraction) else 'train'
+                splits[split].append(np.array([ids['eot_id']] + encode(enc, text), dtype=dtype))
+                documents[split] += 1
+        except (OSError, ValueError) as e:  # an unreadable file (e.g. a corrupt parquet) is skipped whole
+            stats['unreadable'] = 1
+            stats.setdefault('errors', []).append(f"{path}: {type(e).__name__}: {e}")
+        per_file[path] = stats
+    shards = {}
+    for split, arrays in splits.items():
+        tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+        name = f'{split}_{index:06d}.bin'
+        write_token_shard(os.path.join(out_dir, name), tokens)
+        shards[split] = dict(name=name, num_tokens=int(tokens.size), sha256=sha256_file(os.path.join(out_dir, name)))
+    part = dict(files=files, val_files=val_files, shards=shards, documents=documents, per_file=per_file)
+    atomic_write_bytes(part_path, json.dumps(part, indent=1).encode())
+    return part
+
+
+def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=None, group_mb=64, val_inputs=()):
+    """val_inputs: files whose documents all go to the val split (a held-out set of its own)."""
+    val_files = expand_inputs(val_inputs) if val_inputs else []
+    if val_inputs and not val_files:
+        raise SystemExit(f"no text files match the val inputs {val_inputs}")
+    files = sorted(set(expand_inputs(inputs) + val_files))
+    if not files:
+        raise SystemExit(f"no text files (.jsonl, .jsonl.zst, .jsonl.zstd, .txt, .parquet) match {inputs}")
+    os.makedirs(out_dir, exist_ok=True)
+    get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
+    groups = group_files(files, group_mb * 2 ** 20)
+    jobs = [(i, g, out_dir, tokenizer, val_fraction, [f for f in g if f in val_files]) for i, g in enumerate(groups)]
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    t0 = time.time()
+    parts, new_tokens = [], 0
+    with tqdm(total=sum(os.path.getsize(f) for f in files), unit='B', unit_scale=True, desc='tokenizing') as bar:
+        pool = Pool(workers) if workers > 1 else None
+        results = pool.imap(prepare_text_group, jobs) if pool else map(prepare_text_group, jobs)
+        for part in results:
+            parts.append(part)
+            if not part.get('skipped_existing'):
+                new_tokens += sum(s['num_tokens'] for s in part['shards'].values())
+            bar.update(sum(os.path.getsize(f) for f in part['files']))
+        if pool:
+            pool.close()
+            pool.join()
+    elapsed = time.time() - t0
+    return write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed)
+
+
+def write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed):
+    skipped = {reason: 0 for reason in SKIP_REASONS + ('unreadable',)}
+    problems = []
+    for part in parts:
+        for path, stats in part['per_file'].items():
+            for reason in skipped:
+                skipped[reason] += stats.get(reason, 0)
+            bad = {r: n for r, n in stats.items() if r != 'errors' and n}
+            if bad:
+                problems.append(f"  {path}: " + ", ".join(f"{n} {r}" for r, n in bad.items()))
+    num_docs = {s: sum(p['documents'][s] for p in parts) for s in ('train', 'val')}
+    ids = TOKENIZERS[tokenizer]
+    manifest = dict(
+        kind='text', format_version=SHARD_VERSION, tokenizer=tokenizer, vocab_size=ids['vocab_size'],
+        eot_id=ids['eot_id'], image_id=ids['image_id'], dtype=np.dtype(token_dtype(ids['vocab_size'])).name,
+        num_tokens={s: sum(p['shards'][s]['num_tokens'] for p in parts) for s in ('train', 'val')},
+        num_documents=num_docs,
+        shards={s: [p['shards'][s] for p in parts] for s in ('train', 'val')},
+        sources=[f for p in parts for f in p['files']], skipped=skipped,
+    )
+    if sum(num_docs.values()) == 0:
+        raise SystemExit("no usable documents found:\n" + "\n".join(problems))
+    atomic_write_bytes(os.path.join(out_dir, 'manifest.json'), json.dumps(manifest, indent=1).encode())
+    total = sum(manifest['num_tokens'].values())
+    print(f"{out_dir}: {total:,} tokens ({manifest['num_tokens']['train']:,} train, {manifest['num_tokens']['val']:,} val) "
+          f"from {sum(num_docs.values()):,} documents in {len(parts)} shard pairs")
+    if new_tokens:
+        print(f"tokenized {new_tokens:,} tokens in {elapsed:.1f}s: {new_tokens / max(elapsed, 1e-9):,.0f} tokens/s")
+    if problems:
+        print(f"skipped: " + ", ".join(f"{n} {r}" for r, n in skipped.items() if n))
+        print("\n".join(problems))
+    return manifest
+
+
+# -----------------------------------------------------------------------------
+# Image shards: per shard index and split, .npy arrays that the loader memory-maps (no image decoding
+# at training time), and a small JSON written last, which marks the shard finished:
+#   {split}_{k:06d}.images.npy       (M, S, S, 3) uint8, preprocessed at the encoder's input size
+#   {split}_{k:06d}.tokens.npy       (T,) uint16 (uint32 for vocabularies over 65536), samples back to back
+#   {split}_{k:06d}.offsets.npy      (N+1,) int64: sample i is tokens[offsets[i]:offsets[i+1]]
+#   {split}_{k:06d}.mask.npy         (T,) uint8: 1 where the token is trained on
+#   {split}_{k:06d}.image_index.npy  (N,) int32: the sample's row in images, -1 for a text-only sample
+#   {split}_{k:06d}.json             source ids, counts, sha256 of the arrays, what was skipped
+
+IMAGE_KINDS = ('captions', 'instruct')
+SPLITS = ('train', 'val')
+ARRAYS = ('images', 'tokens', 'offsets', 'mask', 'image_index')
+IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp')
+# image positions = the encoder's patch count at its input size (384 -> 729, 224 -> 196, 48 -> 64)
+IMAGE_POSITIONS = {cfg.image_size: cfg.num_patches for cfg in vision.PRESETS.values()}
+# samples dropped, by reason (truncated_tar counts files cut short: what followed the cut is lost)
+IMAGE_SKIPS = ('missing_image', 'bad_image', 'unsupported_extension', 'missing_caption', 'empty_caption',
+               'bad_entry', 'bad_json', 'bad_utf8', 'bad_conversation', 'no_answer', 'question_too_long',
+               'truncated_tar')
+# samples kept, but shortened to fit max_tokens (or, for a last question without an answer, dropped)
+IMAGE_CUTS = ('caption_truncated', 'conversation_cut', 'conversation_truncated', 'unanswered_question_dropped')
+MAX_ERRORS = 20  # example messages kept per shard
+
+
+def default_image_positions(image_size):
+    if image_size not in IMAGE_POSITIONS:
+        raise ValueError(f"no known encoder takes {image_size}px images (known: {sorted(IMAGE_POSITIONS)}); "
+                         f"pass --image_positions, the encoder's patch count")
+    return IMAGE_POSITIONS[image_size]
+
+
+def note(stats, reason, message=None):
+    stats['counts'][reason] += 1
+    if message and len(stats['errors']) < MAX_ERRORS:
+        stats['errors'].append(message)
+
+
+# -----------------------------------------------------------------------------
+# Image sources: each reader yields (source id, image, text) with the image a path, bytes or None
+# (text-only) and the text a caption or a list of chat turns; what it cannot use it notes and skips
+
+def tar_samples(path, stats):
+    """A webdataset / img2dataset tar: KEY.jpg|jpeg|png|webp + KEY.txt (+ KEY.json). The members of a
+    sample are consecutive and share the key (the member name up to the first dot of its file name)."""
+    name = os.path.basename(path)
+
+    def sample(key, members, unsupported):
+        source = f"{name}/{key}"
+        image = next((members[ext] for ext in IMAGE_EXTENSIONS if ext in members), None)
+        if image is None:
+            note(stats, 'unsupported_extension' if unsupported else 'missing_image',
+                 f"{path}: {key}: no image member" + (f" ({', '.join(unsupported)} is not read)" if unsupported else ''))
+            return
+        if 'txt' not in members:
+            note(stats, 'missing_caption', f"{path}: {key}: no .txt caption member")
+            return
+        try:
+            yield source, image, members['txt'].decode('utf-8')
+        except UnicodeDecodeError:
+            note(stats, 'bad_utf8', f"{path}: {key}.txt is not UTF-8")
+
+    key, members, unsupported, truncated = None, {}, [], False
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                folder, base = posixpath.split(member.name)
+                stem, _, ext = base.partition('.')
+                if posixpath.join(folder, stem) != key:
+                    if key is not None:
+                        yield from sample(key, members, unsupported)
+                    key, members, unsupported = posixpath.join(folder, stem), {}, []
+                ext = ext.lower()
+                if ext in IMAGE_EXTENSIONS or ext in ('txt', 'json'):
+                    members[ext] = tar.extractfile(member).read()
+                else:
+                    unsupported.append(base)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        where = f"cut short after member {key!r}" if key else "not a readable tar"
+        note(stats, 'truncated_tar', f"{path}: {where} ({type(e).__name__}: {e})")
+        truncated = True
+    # after a cut, the sample being read counts only if it was already whole
+    complete = 'txt' in members and any(ext in members for ext in IMAGE_EXTENSIONS)
+    if key is not None and (complete or not truncated):
+        yield from sample(key, members, unsupported)
+
+
+def pretrain_samples(entries, root, stats, where):
+    """LLaVA-Pretrain (blip_laion_cc_sbu_558k.json): the caption is the gpt turn; the human prompt is dropped."""
+    for n, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get('image'), str):
+            note(stats, 'bad_entry', f"{where(n)}: no 'image' path")
+            continue
+        turns = entry.get('conversations') if isinstance(entry.get('conversations'), list) else []
+        caption = next((t.get('value') for t in turns if isinstance(t, dict) and t.get('from') == 'gpt'), None)
+        source = str(entry.get('id', entry['image']))
+        if not isinstance(caption, str):
+            note(stats, 'missing_caption', f"{where(n)} ({source}): no gpt turn with the caption")
+            continue
+        yield source, os.path.join(root, entry['image']), caption
+
+
+def folder_samples(lines, root, stats, where):
+    """captions.jsonl lines {"image": path relative to its folder, "caption": text}."""
+    for n, line in enumerate(lines):
+        try:
+            record = json.loads(line.decode('utf-8'))
+        except UnicodeDecodeError:
+            note(stats, 'bad_utf8', f"{where(n)}: not UTF-8")
+            continue
+        except json.JSONDecodeError as e:
+            note(stats, 'bad_json', f"{where(n)}: {e}")
+            continue
+        if not isinstance(record, dict) or not isinstance(record.get('image'), str):
+            note(stats, 'bad_entry', f"{where(n)}: no 'image' path")
+            continue
+        if not isinstance(record.get('caption'), str):
+            note(stats, 'missing_caption', f"{where(n)} ({record['image']}): no 'caption'")
+            continue
+        yield record['image'], os.path.join(root, record['image']), record['caption']
+
+
+LLAVA_ROLES = {'human': 'user', 'gpt': 'assistant'}
+
+
+def llava_turns(conversation):
+    """LLaVA turns -> [(role, text)] for chat_tokens with <image> and the newline beside it removed
+    (the image goes right after the BOS); None unless the turns alternate human, gpt, human, ..."""
+    if not isinstance(conversation, list):
+        return None
+    turns = []
+    for i, turn in enumerate(conversation):
+        role = LLAVA_ROLES.get(turn.get('from')) if isinstance(turn, dict) else None
+        text = turn.get('value') if isinstance(turn, dict) else None
+        if role != ('user', 'assistant')[i % 2] or not isinstance(text, str):
+            return None
+        turns.append((role, text.replace('<image>\n', '').replace('\n<image>', '').replace('<image>', '')))
+    return turns
+
+
+def llava_samples(entries, root, stats, where):
+    """LLaVA instruction data (llava_v1_5_mix665k.json): {"id", "image" (optional), "conversations"}."""
+    for n, entry in enumerate(entries):
+        image = entry.get('image') if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or not (image is None or isinstance(image, str)):
+            note(stats, 'bad_entry', f"{where(n)}: not a sample with an optional 'image' path")
+            continue
+        source = str(entry.get('id', image or where(n)))
+        turns = llava_turns(entry.get('conversations'))
+        if turns is None:
+            note(stats, 'bad_conversation', f"{where(n)} ({source}): conversations must alternate human and gpt turns")
+            continue
+        yield source, os.path.join(root, image) if image else None, turns
+
+
+def read_image_source(job, stats):
+    if job['reader'] == 'tar':
+        return tar_samples(job['path'], stats)
+    where = lambda n: f"{job['path']}: entry {job['first'] + n}"
+    readers = dict(pretrain=pretrain_samples, folder=folder_samples, llava=llava_samples)
+    return readers[job['reader']](job['entries'], job['root'], stats, where)
+
+
+# -----------------------------------------------------------------------------
+# Samples: tokens and loss masks (the row contract: BOS, image positions, text, EOT)
+
+def caption_sample(enc, caption, n_image, max_tokens, stats):
+    """[EOT] + n_image x [IMAGE] + caption + [EOT], trained on the caption and its EOT; None if empty."""
+    ids = TOKENIZERS[enc.name]
+    text = encode(enc, caption.strip())
+    if not text:
+        note(stats, 'empty_caption')
+        return None
+    room = max_tokens - n_image - 2
+    if len(text) > room:
+        text = text[:room]
+        note(stats, 'caption_truncated')
+    tokens = [ids['eot_id']] + [ids['image_id']] * n_image + text + [ids['eot_id']]
+    return tokens, [0] * (1 + n_image) + [1] * (len(text) + 1)
+
+
+def conversation_sample(enc, turns, n_image, max_tokens, stats):
+    """chat_tokens of the turns, cut to max_tokens after a whole answer where possible; None without an answer."""
+    eot = TOKENIZERS[enc.name]['eot_id']
+    if turns and turns[-1][0] == 'user':
+        turns = turns[:-1]
+        note(stats, 'unanswered_question_dropped')
+    if not turns:
+        note(stats, 'no_answer')
+        return None
+    tokens, mask = chat_tokens(enc, turns, n_image)
+    if len(tokens) <= max_tokens:
+        return tokens, mask
+    # chat_tokens appends turn after turn, so the conversation cut after an answer is a prefix
+    ends = [i + 1 for i in range(max_tokens) if mask[i] and tokens[i] == eot]
+    if ends:
+        note(stats, 'conversation_cut')
+        return tokens[:ends[-1]], mask[:ends[-1]]
+    # the first question and answer alone do not fit: cut inside them and end with an EOT
+    tokens, mask = tokens[:max_tokens - 1] + [eot], mask[:max_tokens - 1] + [mask[max_tokens - 2]]
+    if not any(mask):
+        note(stats, 'question_too_long')
+        return None
+    note(stats, 'conversation_truncated')
+    return tokens, mask
+
+
+# -----------------------------------------------------------------------------
+# Writing one shard and split, and the worker that makes the shards of one job (one input tar, or
+# one fixed-size group of JSON entries)
+
+def shard_name(split, index):
+    return f'{split}_{index:06d}'
+
+
+def npy_header(dtype, shape):
+    """The .npy header np.save writes; numpy pads it so that the first dimension can grow to 21
+    digits, so its length does not depend on the count."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {'descr': np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                               'fortran_order': False, 'shape': tuple(shape)})
+    return buf.getvalue()
+
+
+def save_npy(path, array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class ShardWriter:
+    """The samples of one shard and split. Images go to disk as they come (a shard of 10k images at
+    384px is 4.4 GB), after a header that is rewritten with the count at the end."""
+
+    def __init__(self, out_dir, name, image_size, dtype):
+        self.path, self.image_size, self.dtype = os.path.join(out_dir, name), image_size, dtype
+        self.image_tmp = f"{self.path}.images.npy.tmp{os.getpid()}"
+        self.image_file = open(self.image_tmp, 'wb')
+        self.header_bytes = self.image_file.write(npy_header(np.uint8, (0, image_size, image_size, 3)))
+        self.tokens, self.mask, self.offsets, self.image_index, self.sources = [], [], [0], [], []
+        self.num_images = 0
+
+    def add(self, source, tokens, mask, image):
+        self.tokens.append(np.asarray(tokens, dtype=self.dtype))
+        self.mask.append(np.asarray(mask, dtype=np.uint8))
+        self.offsets.append(self.offsets[-1] + len(tokens))
+        self.sources.append(source)
+        if image is None:
+            self.image_index.append(-1)
+        else:
+            self.image_file.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+            self.image_index.append(self.num_images)
+            self.num_images += 1
+
+    def finish(self, job, job_stats):
+        S = self.image_size
+        header = npy_header(np.uint8, (self.num_images, S, S, 3))
+        assert len(header) == self.header_bytes  # numpy's padding makes it so; the images start right after
+        self.image_file.seek(0)
+        self.image_file.write(header)
+        self.image_file.flush()
+        os.fsync(self.image_file.fileno())
+        self.image_file.close()
+        os.replace(self.image_tmp, f"{self.path}.images.npy")
+        concat = lambda parts, dtype: np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        save_npy(f"{self.path}.tokens.npy", concat(self.tokens, self.dtype))
+        save_npy(f"{self.path}.offsets.npy", np.array(self.offsets, dtype=np.int64))
+        save_npy(f"{self.path}.mask.npy", concat(self.mask, np.uint8))
+        save_npy(f"{self.path}.image_index.npy", np.array(self.image_index, dtype=np.int32))
+        name = os.path.basename(self.path)
+        info = dict(name=name, job=job, num_samples=len(self.sources), num_tokens=int(self.offsets[-1]),
+                    num_images=self.num_images,
+                    files={f"{name}.{a}.npy": sha256_file(f"{self.path}.{a}.npy") for a in ARRAYS},
+                    input=job_stats, sources=self.sources)
+        atomic_write_bytes(f"{self.path}.json", json.dumps(info, indent=1).encode())  # last: the shard is finished
+        return info
+
+
+def job_identity(job):
+    """What a finished shard must have been made from (the entries themselves are in the input file)."""
+    return {k: v for k, v in job.items() if k not in ('entries', 'out_dir')}
+
+
+def prepare_image_shard(job):
+    """Read one job's samples, tokenize them, preprocess their images, and write its train and val shards."""
+    enc = get_tokenizer(job['tokenizer'])
+    dtype = token_dtype(TOKENIZERS[job['tokenizer']]['vocab_size'])
+    size, n_image, max_tokens = job['image_size'], job['image_positions'], job['max_tokens']
+    writers = {split: ShardWriter(job['out_dir'], shard_name(split, job['index']), size, dtype) for split in SPLITS}
+    stats = dict(counts={reason: 0 for reason in IMAGE_SKIPS + IMAGE_CUTS}, errors=[])
+    written = 0
+    for source, image, text in read_image_source(job, stats):
+        if job['kind'] == 'captions':
+            sample = caption_sample(enc, text, n_image, max_tokens, stats)
+        else:
+            sample = conversation_sample(enc, text, n_image if image is not None else 0, max_tokens, stats)
+        if sample is None:
+            continue
+        pixels = None
+        if image is not None:
+            if isinstance(image, str) and not os.path.isfile(image):
+                note(stats, 'missing_image', f"{source}: image file {image} not found")
+                continue
+            try:
+                pixels = vision.preprocess(image, size)  # (size, size, 3) uint8
+            except vision.ImageError as e:
+                note(stats, 'bad_image', f"{source}: {e}")
+                continue
+        split = 'val' if is_val_document(source, job['val_fraction']) else 'train'  # by id: order-free
+        writers[split].add(source, *sample, pixels)
+        written += 1
+    counts = stats['counts']
+    job_stats = dict(path=job['path'], samples=written, errors=stats['errors'],
+                     skipped={r: counts[r] for r in IMAGE_SKIPS}, shortened={r: counts[r] for r in IMAGE_CUTS})
+    return [writers[split].finish(job_identity(job), job_stats) for split in SPLITS]
+
+
+def finished_image_shard(out_dir, job):
+    """The two shard infos of a job finished by an earlier run with the same input and settings, else None."""
+    infos = []
+    for split in SPLITS:
+        path = os.path.join(out_dir, shard_name(split, job['index']) + '.json')
+        try:
+            with open(path) as f:
+                info = json.load(f)
+        except (OSError, ValueError):
+            return None
+        files = info.get('files') if isinstance(info, dict) else None
+        if not files or info.get('job') != job_identity(job) or not all(os.path.isfile(os.path.join(out_dir, n)) for n in files):
+            return None
+        infos.append(info)
+    return infos
+
+
+# -----------------------------------------------------------------------------
+# Image preparation: inputs -> jobs -> shards in worker processes -> manifest.json
+
+def image_sources(kind, inputs, images_root=None):
+    """(reader, path, image root) per input file, sorted. Caption inputs: tars (files, globs, folders of
+    tars), a folder holding captions.jsonl (or the .jsonl), a LLaVA-Pretrain .json; instruct: LLaVA .json.
+    Image paths in JSON files are relative to images_root (default: the JSON file's folder)."""
+    found = set()
+    for pattern in inputs:
+        if os.path.isdir(pattern):
+            jsonl = os.path.join(pattern, 'captions.jsonl')
+            paths = [jsonl] if os.path.isfile(jsonl) else glob.glob(os.path.join(pattern, '**', '*.tar'), recursive=True)
+            if not paths:
+                raise SystemExit(f"{pattern}: a folder without captions.jsonl or .tar files")
+        else:
+            paths = glob.glob(pattern, recursive=True)
+            if not paths:
+                raise SystemExit(f"{pattern}: no such file")
+        for path in paths:
+            path = os.path.normpath(path)
+            if kind == 'instruct' and path.endswith('.json'):
+                reader = 'llava'
+            elif kind == 'captions' and path.endswith('.tar'):
+                reader = 'tar'
+            elif kind == 'captions' and path.endswith('.jsonl'):
+                reader = 'folder'
+            elif kind == 'captions' and path.endswith('.json'):
+                reader = 'pretrain'
+            else:
+                expected = ('a LLaVA .json' if kind == 'instruct' else
+                            '.tar, a folder with captions.jsonl, or a LLaVA-Pretrain .json')
+                raise SystemExit(f"{path}: not a {kind} source (expected {expected})")
+            root = None if reader == 'tar' else os.path.dirname(path) if reader == 'folder' else images_root or os.path.dirname(path)
+            found.add((reader, path, root))
+    return sorted(found)
+
+
+def load_entries(reader, path):
+    if reader == 'folder':  # lines stay bytes here; the worker parses them and notes the bad ones
+        with open(path, 'rb') as f:
+            return [line for line in f.read().split(b'\n') if line.strip()]
+    try:
+        with open(path, 'rb') as f:
+            entries = json.loads(f.read().decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(entries, list):
+        raise SystemExit(f"{path}: expected a JSON list of samples, found a {type(entries).__name__}")
+    return entries
+
+
+def image_jobs(kind, sources, out_dir, shard_size, **settings):
+    """One job per output shard: a whole tar, or shard_size consecutive entries of a JSON / JSONL file."""
+    jobs = []
+    for reader, path, root in sources:
+        base = dict(kind=kind, reader=reader, path=path, root=root, **settings, out_dir=out_dir)
+        if reader == 'tar':
+            jobs.append(dict(base, first=0, count=None, entries=None))
+            continue
+        entries = load_entries(reader, path)
+        for first in range(0, len(entries), shard_size):
+            group = entries[first:first + shard_size]
+            jobs.append(dict(base, first=first, count=len(group), entries=group))
+    for index, job in enumerate(jobs):
+        job['index'] = index
+    return jobs
+
+
+def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_size=384, image_positions=None,
+                   max_tokens=1024, val_fraction=0.005, workers=None, shard_size=5000):
+    """kind 'captions' (image-caption pairs) or 'instruct' (LLaVA conversations) -> image shards in out_dir."""
+    if kind not in IMAGE_KINDS:
+        raise ValueError(f"kind must be one of {IMAGE_KINDS}, got {kind!r}")
+    image_positions = image_positions or default_image_positions(image_size)
+    if max_tokens < image_positions + 3:
+        raise ValueError(f"max_tokens {max_tokens} leaves no room for text after {image_positions} image positions")
+    get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
+    sources = image_sources(kind, inputs, images)
+    os.makedirs(out_dir, exist_ok=True)
+    jobs = image_jobs(kind, sources, out_dir, shard_size, tokenizer=tokenizer, image_size=image_size,
+                      image_positions=image_positions, max_tokens=max_tokens, val_fraction=val_fraction)
+    results, pending = {}, []
+    for job in jobs:
+        done = finished_image_shard(out_dir, job)
+        if done:
+            results[job['index']] = done
+        else:
+            pending.append(job)
+    if results:
+        print(f"{out_dir}: {len(results)} of {len(jobs)} shards already finished, kept")
+    t0, new_images = time.time(), 0
+    total = None if any(job['reader'] == 'tar' for job in pending) else sum(job['count'] for job in pending)
+    if pending:
+        workers = min(workers or os.cpu_count() or 1, len(pending))
+        with tqdm(total=total, unit='samples', desc=f'preparing {kind}') as bar:
+            pool = Pool(workers) if workers > 1 else None
+            done = pool.imap_unordered(prepare_image_shard, pending) if pool else map(prepare_image_shard, pending)
+            for infos in done:
+                results[infos[0]['job']['index']] = infos
+                new_images += sum(info['num_images'] for info in infos)
+                stats = infos[0]['input']
+                bar.update(stats['samples'] + sum(stats['skipped'].values()) - stats['skipped']['truncated_tar'])
+            if pool:
+                pool.close()
+                pool.join()
+    elapsed = time.time() - t0
+    manifest = write_image_manifest(out_dir, kind, [results[i] for i in sorted(results)], tokenizer, image_size,
+                                    image_positions, max_tokens, val_fraction)
+    if new_images:
+        print(f"prepared {new_images:,} images in {elapsed:.1f}s: {new_images / max(elapsed, 1e-9):,.1f} images/s")
+    return manifest
+
+
+def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_positions, max_tokens, val_fraction):
+    ids = TOKENIZERS[tokenizer]
+    keys = ('name', 'num_samples', 'num_tokens', 'num_images', 'files')
+    shards = {split: [{k: infos[n][k] for k in keys} for infos in results] for n, split in enumerate(SPLITS)}
+    skipped = {reason: 0 for reason in IMAGE_SKIPS}
+    shortened = {reason: 0 for reason in IMAGE_CUTS}
+    by_source, errors = {}, {}
+    for infos in results:
+        stats = infos[0]['input']  # the job's input statistics, stored with both splits
+        counts = by_source.setdefault(stats['path'], {})
+        for reason, n in list(stats['skipped'].items()) + list(stats['shortened'].items()):
+            (skipped if reason in skipped else shortened)[reason] += n
+            if n:
+                counts[reason] = counts.get(reason, 0) + n
+        errors.setdefault(stats['path'], []).extend(stats['errors'])
+    manifest = dict(
+        kind=kind, format_version=SHARD_VERSION, tokenizer=tokenizer, vocab_size=ids['vocab_size'],
+        eot_id=ids['eot_id'], image_id=ids['image_id'], dtype=np.dtype(token_dtype(ids['vocab_size'])).name,
+        image_size=image_size, image_positions=image_positions, max_tokens=max_tokens, val_fraction=val_fraction,
+        num_samples={s: sum(e['num_samples'] for e in shards[s]) for s in SPLITS},
+        num_tokens={s: sum(e['num_tokens'] for e in shards[s]) for s in SPLITS},
+        num_images={s: sum(e['num_images'] for e in shards[s]) for s in SPLITS},
+        shards=shards, skipped=skipped, shortened=shortened, sources=list(by_source),
+        skipped_by_source={path: counts for path, counts in by_source.items() if counts},
+    )
+    total = sum(manifest['num_samples'].values())
+    report = []
+    for path, counts in manifest['skipped_by_source'].items():
+        report.append(f"  {path}: " + ", ".join(f"{n} {r}" for r, n in counts.items()))
+        report += [f"    {message}" for message in errors[path][:5]]
+    if total == 0:
+        raise SystemExit(f"{out_dir}: no usable samples found:\n" + "\n".join(report))
+    atomic_write_bytes(os.path.join(out_dir, 'manifest.json'), json.dumps(manifest, indent=1).encode())
+    n, t = manifest['num_samples'], manifest['num_tokens']
+    print(f"{out_dir}: {total:,} {kind} samples ({n['train']:,} train, {n['val']:,} val), "
+          f"{sum(manifest['num_images'].values()):,} images, {sum(t.values()):,} tokens in {len(results)} shards")
+    if report:
+        print("skipped: " + (", ".join(f"{n} {r}" for r, n in skipped.items() if n) or "none") +
+              "; shortened: " + (", ".join(f"{n} {r}" for r, n in shortened.items() if n) or "none"))
+        print("\n".join(report))
+    return manifest
+
+
+# -----------------------------------------------------------------------------
+# Reading image shards: everything checked when the folder opens, then random access from memory maps
+
+def open_npy(path, dtype, shape_tail):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: shard file listed in manifest.json is missing")
+    try:
+        array = np.load(path, mmap_mode='r')
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: truncated or not a .npy file ({e})") from None
+    if array.dtype != dtype or array.shape[1:] != tuple(shape_tail) or array.ndim != 1 + len(shape_tail):
+        expected = str(('N',) + tuple(shape_tail)).replace("'", '')
+        raise ValueError(f"{path}: expected a {np.dtype(dtype).name} {expected} array, "
+                         f"found {array.dtype.name} {array.shape}")
+    if os.path.getsize(path) != array.offset + array.nbytes:
+        raise ValueError(f"{path}: {os.path.getsize(path)} bytes, its header says {array.offset + array.nbytes}")
+    return array
+
+
+def open_image_shard(folder, entry, manifest):
+    """The arrays of one shard, checked against each other, its JSON and the manifest."""
+    path = os.path.join(folder, entry['name'])
+    S, dtype = manifest['image_size'], np.dtype(manifest['dtype'])
+    images = open_npy(f"{path}.images.npy", np.uint8, (S, S, 3))
+    tokens = open_npy(f"{path}.tokens.npy", dtype, ())
+    offsets = np.array(open_npy(f"{path}.offsets.npy", np.int64, ()))  # small: kept in memory
+    mask = open_npy(f"{path}.mask.npy", np.uint8, ())
+    image_index = np.array(open_npy(f"{path}.image_index.npy", np.int32, ()))
+    try:
+        with open(f"{path}.json") as f:
+            sources = json.load(f)['sources']
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}.json: missing or unreadable, the shard was not finished ({e})") from None
+    n = entry['num_samples']
+    problem = None
+    if len(offsets) != n + 1:
+        problem = f"offsets.npy has {len(offsets)} entries for {n} samples (manifest.json), expected {n + 1}"
+    elif offsets[0] != 0 or offsets[-1] != len(tokens) or np.any(np.diff(offsets) < 0):
+        problem = f"offsets.npy (from {offsets[0]} to {offsets[-1]}) does not divide the {len(tokens)} tokens of tokens.npy"
+    elif len(tokens) != entry['num_tokens']:
+        problem = f"tokens.npy holds {len(tokens)} tokens, manifest.json says {entry['num_tokens']}"
+    elif len(mask) != len(tokens):
+        problem = f"mask.npy holds {len(mask)} values for {len(tokens)} tokens"
+    elif len(image_index) != n:
+        problem = f"image_index.npy holds {len(image_index)} entries for {n} samples"
+    elif len(images) != entry['num_images']:
+        problem = f"images.npy holds {len(images)} images, manifest.json says {entry['num_images']}"
+    elif np.any((image_index < -1) | (image_index >= len(images))):
+        problem = f"image_index.npy points outside the {len(images)} images of images.npy"
+    elif len(sources) != n:
+        problem = f"{entry['name']}.json lists {len(sources)} sources for {n} samples"
+    if problem:
+        raise ValueError(f"{path}: mismatched shard: {problem}")
+    return dict(images=images, tokens=tokens, offsets=offsets, mask=mask, image_index=image_index, sources=sources)
+
+
+class ImageShards:
+    """One split of a captions / instruct folder. shards[i] -> dict(tokens, loss_mask, image, source):
+    read-only views into the memory maps (copy before writing), image (S, S, 3) uint8 or None."""
+
+    def __init__(self, folder, split='train'):
+        self.manifest = manifest = read_manifest(folder)
+        if manifest.get('kind') not in IMAGE_KINDS:
+            raise ValueError(f"{folder}/manifest.json: expected image data ({' or '.join(IMAGE_KINDS)}), "
+                             f"found kind '{manifest.get('kind')}'")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.shards = [open_image_shard(folder, entry, manifest) for entry in manifest['shards'][split]]
+        self.starts = [0]  # cumulative sample counts: shard k holds samples starts[k]..starts[k+1]-1
+        for shard in self.shards:
+            self.starts.append(self.starts[-1] + len(shard['image_index']))
+        if self.starts[-1] != manifest['num_samples'][split]:
+            raise ValueError(f"{folder}/manifest.json: says {manifest['num_samples'][split]} '{split}' samples, "
+                             f"its shards hold {self.starts[-1]}")
+
+    def __len__(self):
+        return self.starts[-1]
+
+    def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} out of range ({len(self)} samples)")
+        i %= len(self)
+        k = bisect.bisect_right(self.starts, i) - 1
+        shard, j = self.shards[k], i - self.starts[k]
+        a, b = shard['offsets'][j], shard['offsets'][j + 1]
+        row = shard['image_index'][j]
+        return dict(tokens=np.asarray(shard['tokens'][a:b]), loss_mask=np.asarray(shard['mask'][a:b]),
+                    image=np.asarray(shard['images'][row]) if row >= 0 else None, source=shard['sources'][j])
+
+    def lengths(self):
+        """Token count of every sample, in order (for the loader's packing)."""
+        return np.concatenate([np.diff(s['offsets']) for s in self.shards] + [np.zeros(0, dtype=np.int64)])
+
+
+# -----------------------------------------------------------------------------
+# The shapes world end to end: write it, then run the real pipeline on what it wrote
+
+SHAPES_SIZES = ('n_caption', 'n_instruct', 'n_instruct_text', 'n_val', 'val_questions_per_image', 'text_mb',
+                'val_text_mb', 'n_mc')
+
+
+def prepare_shapes(out_dir, seed=0, tokenizer='bytes', image_size=48, image_positions=None, max_tokens=1024,
+                   val_fraction=0.005, workers=None, **sizes):
+    """out/raw (the world, as shapes.write_world writes it; eval reads raw/vqa and raw/text_mc),
+    out/captions, out/instruct (image shards) and out/text (token shards). Finished steps are skipped."""
+    sizes = {k: v for k, v in sizes.items() if v is not None}
+    unknown = set(sizes) - set(SHAPES_SIZES)
+    if unknown:
+        raise ValueError(f"unknown shapes world sizes {sorted(unknown)}; known: {SHAPES_SIZES}")
+    raw = os.path.join(out_dir, 'raw')
+    world_path = os.path.join(raw, 'world.json')
+    if os.path.isfile(world_path):  # written last by write_world: the world is complete
+        with open(world_path) as f:
+            world = json.load(f)
+        asked = dict(seed=seed, image_size=image_size, **sizes)
+        found = dict(seed=world['seed'], image_size=world['image_size'], **world['sizes'])
+        differ = {k: (v, found.get(k)) for k, v in asked.items() if found.get(k) != v}
+        if differ:
+            raise SystemExit(f"{raw} holds a world made with other settings ({', '.join(f'{k}={b} there, {a} asked' for k, (a, b) in differ.items())}); "
+                             f"remove {out_dir} or choose another --out")
+        print(f"{raw}: world already written, kept")
+    else:
+        world = shapes.write_world(raw, seed=seed, image_size=image_size, overwrite=True, verbose=True, **sizes)
+    settings = dict(tokenizer=tokenizer, image_size=image_size, image_positions=image_positions,
+                    max_tokens=max_tokens, val_fraction=val_fraction, workers=workers)
+    manifests = {}
+    for step in ('captions', 'instruct', 'text'):
+        out = os.path.join(out_dir, step)
+        if os.path.isfile(os.path.join(out, 'manifest.json')):
+            print(f"{out}: manifest.json exists, step skipped")
+            manifests[step] = read_manifest(out)
+        elif step == 'captions':
+            manifests[step] = prepare_images('captions', [os.path.join(raw, 'captions')], out, **settings)
+        elif step == 'instruct':
+            manifests[step] = prepare_images('instruct', [os.path.join(raw, 'instruct', 'llava.json')], out,
+                                             images=os.path.join(raw, 'instruct'), **settings)
+        else:  # the world's held-out documents are the val split
+            manifests[step] = prepare_text([os.path.join(raw, 'text', 'corpus.jsonl')], out, tokenizer=tokenizer,
+                                           val_fraction=0.0, workers=workers,
+                                           val_inputs=[os.path.join(raw, 'text', 'val.jsonl')])
+    print(f"\nshapes world (seed {seed}) in {out_dir}:")
+    for step, m in manifests.items():
+        count = m.get('num_samples', m.get('num_documents'))
+        print(f"  {step:<9} {count['train']:>7,} train {count['val']:>6,} val   "
+              f"{sum(m['num_tokens'].values()):>11,} tokens   {os.path.join(out_dir, step)}")
+    print(f"  eval      {os.path.join(raw, 'vqa')} (VQAv2 layout), {os.path.join(raw, 'text_mc', 'arc_shapes.jsonl')}")
+    return manifests
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    p = sub.add_parser('text', help='text sources -> token shards')
+    p.add_argument('--input', nargs='+', required=True, help='files, globs (quote them) or directories')
+    p.add_argument('--out', required=True)
+    p.add_argument('--tokenizer', default='gpt2', choices=sorted(TOKENIZERS))
+    p.add_argument('--val_fraction', type=float, default=0.005)
+    p.add_argument('--workers', type=int, default=None)
+    p.add_argument('--group_mb', type=float, default=64, help='input megabytes per shard pair')
+    for command, help in [('captions', 'image-caption sources -> image shards'),
+                          ('llava', 'LLaVA instruction conversations -> image shards')]:
+        p = sub.add_parser(command, help=help)
+        p.add_argument('--input', nargs='+', required=True,
+                       help='captions: .tar files / globs / folders of tars, a folder with captions.jsonl, a '
+                            'LLaVA-Pretrain .json; llava: the LLaVA .json')
+        p.add_argument('--images', default=None, help="root of the image paths in a .json (default: its folder)")
+        p.add_argument('--out', required=True)
+        p.add_argument('--image_size', type=int, default=384)
+        p.add_argument('--image_positions', type=int, default=None,
+                       help=f"the encoder's patch count (default by image size: {IMAGE_POSITIONS})")
+        p.add_argument('--tokenizer', default='gpt2', choices=sorted(TOKENIZERS))
+        p.add_argument('--max_tokens', type=int, default=1024, help='longest sample, image positions included')
+        p.add_argument('--val_fraction', type=float, default=0.005)
+        p.add_argument('--workers', type=int, default=None)
+        p.add_argument('--shard_size', type=int, default=5000, help='JSON entries per shard (a tar is one shard)')
+    p = sub.add_parser('shapes', help='write the synthetic shapes world and prepare all its data')
+    p.add_argument('--out', default='data/shapes')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--tokenizer', default='bytes', choices=sorted(TOKENIZERS))
+    p.add_argument('--image_size', type=int, default=48)
+    p.add_argument('--image_positions', type=int, default=None)
+    p.add_argument('--max_tokens', type=int, default=1024)
+    p.add_argument('--val_fraction', type=float, default=0.005)
+    p.add_argument('--workers', type=int, default=None)
+    for size in SHAPES_SIZES:  # default: shapes.py's own
+        p.add_argument(f'--{size}', type=float if size.endswith('_mb') else int, default=None)
+    args = parser.parse_args(argv)
+    if args.command == 'text':
+        prepare_text(args.input, args.out, args.tokenizer, args.val_fraction, args.workers, args.group_mb)
+    elif args.command in ('captions', 'llava'):
+        prepare_images('captions' if args.command == 'captions' else 'instruct', args.input, args.out,
+                       images=args.images, tokenizer=args.tokenizer, image_size=args.image_size,
+                       image_positions=args.image_positions, max_tokens=args.max_tokens,
+                       val_fraction=args.val_fraction, workers=args.workers, shard_size=args.shard_size)
+    else:
+        prepare_shapes(args.out, seed=args.seed, tokenizer=args.tokenizer, image_size=args.image_size,
+                       image_positions=args.image_positions, max_tokens=args.max_tokens,
+                       val_fraction=args.val_fraction, workers=args.workers,
+                       **{size: getattr(args, size) for size in SHAPES_SIZES})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,173 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+from prepare_data import (TOKENIZERS, chat_tokens, get_tokenizer, load_text_split, prepare_text, read_token_shard,
+                          write_token_shard)
+
+EOT = TOKENIZERS['bytes']['eot_id']
+
+
+def test_gpt2_ids_are_exact():
+    enc = get_tokenizer('gpt2')
+    assert enc.encode_ordinary('hello world') == [31373, 995]
+    assert enc.encode_ordinary('Hello world') == [15496, 995]
+    assert enc.encode_ordinary(' the') == [262]
+    assert enc.encode('<|endoftext|><|image|>', allowed_special='all') == [50256, 50257]
+    assert enc.decode([31373, 995]) == 'hello world'
+
+
+def test_byte_tokenizer():
+    enc = get_tokenizer('bytes')
+    assert enc.encode_ordinary('hé') == [104, 195, 169]
+    assert enc.encode('<|endoftext|><|image|>', allowed_special='all') == [256, 257]
+    # special-token text inside a document is plain text, never a control token
+    assert 256 not in enc.encode_ordinary('<|endoftext|>')
+
+
+def test_chat_template_masks_everything_but_answers():
+    enc = get_tokenizer('bytes')
+    tokens, mask = chat_tokens(enc, [('user', 'Q1'), ('assistant', 'yes'), ('user', 'Q2'), ('assistant', 'no')], n_image=3)
+    assert tokens[:4] == [EOT, 257, 257, 257]
+    answers = [t for t, m in zip(tokens, mask) if m]
+    assert answers == list(b' yes') + [EOT] + list(b' no') + [EOT]
+    assert enc.decode([t for t in tokens if t < 256]) == 'User: Q1\nAssistant: yes\nUser: Q2\nAssistant: no'
+    prompt, _ = chat_tokens(enc, [('user', 'Q1')])
+    assert enc.decode(prompt[1:]).endswith('\nAssistant:')
+
+
+def write_jsonl(path, docs):
+    with open(path, 'w') as f:
+        for d in docs:
+            f.write(json.dumps({'text': d}) + '\n')
+
+
+def read_split(out, split):
+    _, shards = load_text_split(out, split)
+    return np.concatenate(shards)
+
+
+def documents_of(tokens):
+    enc = get_tokenizer('bytes')
+    assert tokens[0] == EOT
+    parts, current = [], []
+    for t in tokens[1:].tolist() + [EOT]:
+        if t == EOT:
+            parts.append(enc.decode(current))
+            current = []
+        else:
+            current.append(t)
+    return parts
+
+
+def test_round_trip_all_formats(tmp_path):
+    raw = tmp_path / 'raw'
+    (raw / 'sub').mkdir(parents=True)
+    docs = [f"document number {i}: " + "words " * (i % 7) for i in range(200)]
+    write_jsonl(raw / 'a.jsonl', docs[:100])
+    (raw / 'sub' / 'b.txt').write_text(docs[100])
+    import zstandard
+    with open(raw / 'c.jsonl.zst', 'wb') as f:
+        f.write(zstandard.ZstdCompressor().compress(''.join(json.dumps({'text': d}) + '\n' for d in docs[101:150]).encode()))
+    pa = pytest.importorskip('pyarrow')
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({'text': docs[150:]}), raw / 'd.parquet')
+    out = tmp_path / 'out'
+    manifest = prepare_text([str(raw)], str(out), tokenizer='bytes', val_fraction=0.1, workers=2, group_mb=1e-6)
+    got = documents_of(read_split(out, 'train')) + documents_of(read_split(out, 'val'))
+    assert sorted(got) == sorted(docs)
+    assert 0 < manifest['num_documents']['val'] < 60
+    assert manifest['kind'] == 'text' and manifest['tokenizer'] == 'bytes' and manifest['dtype'] == 'uint16'
+    assert manifest['vocab_size'] == 320 and len(manifest['shards']['train']) == 4
+    assert manifest['num_tokens']['train'] == sum(len(d.encode()) + 1 for d in docs) - manifest['num_tokens']['val']
+    # one worker gives the same shards as two
+    out1 = tmp_path / 'out1'
+    prepare_text([str(raw)], str(out1), tokenizer='bytes', val_fraction=0.1, workers=1, group_mb=1e-6)
+    for entry in manifest['shards']['train'] + manifest['shards']['val']:
+        assert (out / entry['name']).read_bytes() == (out1 / entry['name']).read_bytes()
+
+
+def test_bad_input_is_skipped_and_counted(tmp_path, capsys):
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    good = [f"good document {i}" for i in range(5)]
+    with open(raw / 'mixed.jsonl', 'wb') as f:
+        f.write((json.dumps({'text': good[0]}) + '\n').encode())
+        f.write(b'{"text": "unterminated\n')  # malformed JSON
+        f.write(b'{"content": "no text field"}\n')  # missing text
+        f.write(b'{"text": "bad \xff\xfe bytes"}\n')  # not UTF-8
+        f.write((json.dumps({'text': good[1]}) + '\n').encode())
+    (raw / 'empty.jsonl').write_bytes(b'')
+    (raw / 'latin1.txt').write_bytes('caf\xe9'.encode('latin-1'))
+    import zstandard
+    rng = np.random.default_rng(0)
+    filler = [' '.join(map(str, rng.integers(0, 10**6, 30))) for _ in range(3000)]
+    blob = zstandard.ZstdCompressor().compress(''.join(json.dumps({'text': d}) + '\n' for d in good[2:] + filler).encode())
+    (raw / 'cut.jsonl.zst').write_bytes(blob[:len(blob) // 2])  # truncated
+    manifest = prepare_text([str(raw)], str(tmp_path / 'out'), tokenizer='bytes', val_fraction=0.0, workers=1)
+    skipped = manifest['skipped']
+    assert skipped['bad_json'] == 1 and skipped['missing_text'] == 1 and skipped['bad_utf8'] == 2
+    assert skipped['empty'] == 1 and skipped['truncated'] == 1
+    docs = documents_of(read_split(tmp_path / 'out', 'train'))
+    assert good[0] in docs and good[1] in docs and good[2] in docs  # the good part of the cut .zst is kept
+    printed = capsys.readouterr().out
+    assert 'mixed.jsonl' in printed and '1 bad_json' in printed and 'cut.jsonl.zst' in printed
+
+
+def test_nothing_usable_fails_clearly(tmp_path):
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    (raw / 'a.jsonl').write_text('not json\n{"x": 1}\n')
+    with pytest.raises(SystemExit, match='no usable documents'):
+        prepare_text([str(raw)], str(tmp_path / 'out'), tokenizer='bytes', workers=1)
+    with pytest.raises(SystemExit, match='no text files'):
+        prepare_text([str(tmp_path / 'nothing*')], str(tmp_path / 'out'), tokenizer='bytes', workers=1)
+
+
+def test_shard_round_trip_and_truncation(tmp_path):
+    path = str(tmp_path / 's.bin')
+    tokens = np.arange(1000, dtype=np.uint16)
+    write_token_shard(path, tokens)
+    assert np.array_equal(read_token_shard(path), tokens)
+    big = np.array([70000, 1, 2], dtype=np.uint32)
+    write_token_shard(path, big)
+    assert np.array_equal(read_token_shard(path), big)
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:-2])
+    with pytest.raises(ValueError, match='truncated or corrupt token shard'):
+        read_token_shard(path)
+    open(path, 'wb').write(b'junk' * 20)
+    with pytest.raises(ValueError, match='not a token shard'):
+        read_token_shard(path)
+
+
+def test_rerun_skips_finished_groups_and_is_identical(tmp_path):
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    for i in range(3):
+        write_jsonl(raw / f'{i}.jsonl', [f"file {i} doc {j}" for j in range(50)])
+    out = tmp_path / 'out'
+    prepare_text([str(raw)], str(out), tokenizer='bytes', val_fraction=0.1, workers=1, group_mb=1e-6)
+    before = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    # an interrupted run: the last group never finished, no manifest was written
+    os.remove(out / 'part_000002.json')
+    os.remove(out / 'train_000002.bin')
+    os.remove(out / 'manifest.json')
+    mtime = os.path.getmtime(out / 'train_000000.bin')
+    prepare_text([str(raw)], str(out), tokenizer='bytes', val_fraction=0.1, workers=1, group_mb=1e-6)
+    assert os.path.getmtime(out / 'train_000000.bin') == mtime  # finished groups were not redone
+    after = {p: (out / p).read_bytes() for p in os.listdir(out)}
+    assert after == before
+
+
+def test_missing_shard_is_reported(tmp_path):
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    write_jsonl(raw / 'a.jsonl', ["some text"] * 10)
+    out = tmp_path / 'out'
+    prepare_text([str(raw)], str(out), tokenizer='bytes', val_fraction=0.0, workers=1)
+    os.remove(out / 'train_000000.bin')
+    with pytest.raises(FileNotFoundError, match='train_000000.bin listed in manifest.json is missing'):
+        load_text_split(str(out), 'train')

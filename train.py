@@ -1,0 +1,694 @@
+"""
+Training, one stage per config:
+
+    python train.py config/tiny_text.py                                     # one process (CPU or one GPU)
+    torchrun --standalone --nproc_per_node=8 train.py config/frozen_1b.py   # DDP (or FSDP2: fsdp = True)
+
+Stages:
+  text      text-only pre-training, warmup + cosine; milestone checkpoints (ckpt_080.pt at 80 %)
+  mixed     a text milestone + a SigLIP encoder + a fresh projector, trained on image-caption and
+            text rows at a controlled ratio; the learning rate continues the text schedule
+  finetune  instruction tuning of a mixed-stage VLM on conversations, loss on the answers only
+
+Every config key below can be set in a config file or as --key=value (see configurator.py).
+"""
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import attention as attention_module
+from configurator import configure
+from model import LM, LMConfig, VLM, build_model, estimate_mfu, load_checkpoint, vlm_args
+from prepare_data import ImageShards, load_text_split
+
+# -----------------------------------------------------------------------------
+# default config: a tiny text model on the CPU
+# I/O
+out_dir = 'out/tiny_text'
+init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | a checkpoint path (its weights, a fresh optimizer)
+eval_interval = 100  # val losses and ckpt.pt every this many steps
+eval_iters = 10
+log_interval = 10
+milestones = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # ckpt_NNN.pt (weights, no optimizer) at these fractions
+stop_at_step = -1  # save ckpt.pt and exit after this step (a long run cut into jobs); -1 = run to max_iters
+# data
+stage = 'text'  # 'text' | 'mixed' | 'finetune'
+text_data = 'data/tiny_text'  # token shards; every stage measures the text val loss, to watch forgetting
+caption_data = ''  # image-caption shards (mixed)
+instruct_data = ''  # instruction shards (finetune)
+document_masking = False  # attention kept within documents of a text window (<|endoftext|> starts one)
+image_ratio = 0.1  # mixed: fraction of non-padding positions that belong to image-caption samples
+image_row_fill = 'text'  # after a caption: 'text' (kept apart by doc_ids) or 'pad'
+epochs = 3  # finetune: passes over the instruction data (sets max_iters when max_iters = 0)
+# model
+n_layer = 4
+n_head = 4
+n_embd = 128
+block_size = 256
+vision_init = ''  # mixed: an HF SigLIP checkpoint or a pre-trained tiny tower (vision.load_siglip)
+feature_layer = -2  # encoder block whose patch features the VLM uses (-2: second-to-last)
+projector = 'mlp2'  # 'mlp2' | 'mlp1'
+freeze_vision = True
+vision_lr = 1e-4  # learning rate of an unfrozen encoder (follows the same schedule shape)
+start_fraction = -1.0  # mixed: the text milestone init_from holds (0.8 = 80 %); -1 = read it from the checkpoint
+# optimizer (AdamW) and schedule (warmup + cosine to min_lr)
+batch_size = 16  # rows per micro-batch, per process
+gradient_accumulation_steps = 1  # micro-batches per step, over all processes together
+max_iters = 1000
+learning_rate = 3e-3
+min_lr = 3e-4
+warmup_iters = 50
+weight_decay = 0.033
+beta1 = 0.9
+beta2 = 0.95
+adam_eps = 1e-8
+grad_clip = 1.0
+z_loss = 1e-4
+# system
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # autocast dtype on CUDA
+vision_dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # a frozen encoder is held in this dtype
+compile = False
+activation_checkpointing = False
+fsdp = False  # FSDP2 (fully_shard per block) instead of DDP, for 1B and up
+attention = 'sdpa'  # 'sdpa' | 'triton'
+seed = 1337
+# -----------------------------------------------------------------------------
+
+
+def lr_at(step, max_steps, peak, floor, warmup):
+    """Linear warmup to `peak`, then cosine decay to `floor` at `max_steps`."""
+    if step < warmup:
+        return peak * (step + 1) / (warmup + 1)
+    if step >= max_steps:
+        return floor
+    progress = (step - warmup) / max(1, max_steps - warmup)
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
+
+
+def continued_peak(text_config, text_step):
+    """The text schedule's learning rate at a milestone: where the mixed stage starts its decay."""
+    c = text_config
+    return lr_at(text_step, c['max_iters'], c['learning_rate'], c['min_lr'], c['warmup_iters'])
+
+
+# -----------------------------------------------------------------------------
+# Data. Every step's global batch is a function of (seed, step) alone, so a run resumes from the step
+# number and gives the same rows whatever the number of processes; rank r takes its slice of the rows.
+# A row is a dict of 1-D arrays: input_ids, targets (-100: no loss), doc_ids, segment (0 padding,
+# 1 image/conversation sample, 2 text) and image (or None).
+
+SEGMENT_PAD, SEGMENT_SAMPLE, SEGMENT_TEXT = 0, 1, 2
+
+
+def text_windows(shards, num_rows, block_size, rng):
+    """num_rows random windows of block_size + 1 tokens, shards picked in proportion to their size."""
+    sizes = np.array([s.size - block_size - 1 for s in shards], dtype=np.int64)
+    if (sizes <= 0).all():
+        raise ValueError(f"every text shard is shorter than block_size + 1 = {block_size + 1} tokens")
+    sizes = np.maximum(sizes, 0)
+    which = rng.choice(len(shards), size=num_rows, p=sizes / sizes.sum())
+    windows = []
+    for s in which:
+        start = rng.integers(0, sizes[s])
+        windows.append(np.asarray(shards[s][start:start + block_size + 1], dtype=np.int64))
+    return windows
+
+
+def text_row(window, eot_id, first_doc=0):
+    x, y = window[:-1], window[1:]
+    return dict(input_ids=x, targets=y, doc_ids=first_doc + np.cumsum(x == eot_id),
+                segment=np.full(len(x), SEGMENT_TEXT, dtype=np.int64), image=None)
+
+
+def sample_row(sample, block_size, eot_id, filler=None):
+    """One image-caption or conversation sample, then text (filler, block_size + 1 - used tokens) or padding.
+    Position t predicts token t+1, a target only where the sample's loss mask is 1 there."""
+    tokens = np.asarray(sample['tokens'][:block_size + 1], dtype=np.int64)
+    mask = np.asarray(sample['loss_mask'][:block_size + 1])
+    used = len(tokens) - 1
+    row = dict(input_ids=np.full(block_size, eot_id, dtype=np.int64), targets=np.full(block_size, -100, dtype=np.int64),
+               doc_ids=np.ones(block_size, dtype=np.int64), segment=np.zeros(block_size, dtype=np.int64),
+               image=sample['image'])
+    row['input_ids'][:used] = tokens[:-1]
+    row['targets'][:used] = np.where(mask[1:] > 0, tokens[1:], -100)
+    row['doc_ids'][:used] = 0
+    row['segment'][:used] = SEGMENT_SAMPLE
+    if filler is not None and used < block_size:
+        rest = text_row(filler[:block_size - used + 1], eot_id, first_doc=1)
+        for key in ('input_ids', 'targets', 'doc_ids', 'segment'):
+            row[key][used:] = rest[key]
+    return row
+
+
+def collate(rows, image_shape, need_doc_ids):
+    """Rows -> the batch of the contracts (+ segment, for the per-source losses and fractions)."""
+    batch = {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in ('input_ids', 'targets', 'segment')}
+    batch['doc_ids'] = torch.from_numpy(np.stack([r['doc_ids'] for r in rows])) if need_doc_ids else None
+    if image_shape is not None:
+        has_image = [r['image'] is not None for r in rows]
+        images = np.zeros((len(rows), *image_shape), dtype=np.uint8)
+        for i, r in enumerate(rows):
+            if r['image'] is not None:
+                images[i] = r['image']
+        batch['images'], batch['has_image'] = torch.from_numpy(images), torch.tensor(has_image)
+    return batch
+
+
+class TextLoader:
+    def __init__(self, shards, block_size, eot_id, document_masking, seed, split_tag=0):
+        self.shards, self.block_size, self.eot_id = shards, block_size, eot_id
+        self.document_masking, self.seed, self.split_tag = document_masking, seed, split_tag
+        self.image_shape = None
+
+    def rows(self, step, num_rows):
+        rng = np.random.default_rng([self.seed, self.split_tag, step])
+        return [text_row(w, self.eot_id) for w in text_windows(self.shards, num_rows, self.block_size, rng)]
+
+    def need_doc_ids(self, rows):
+        return self.document_masking
+
+
+class MixedLoader(TextLoader):
+    """
+    Text rows and image-caption rows, interleaved by a deterministic schedule so that image-caption
+    positions make up `ratio` of the non-padding positions. Within each window of WINDOW steps an
+    error-diffusion rule picks, slot by slot, whichever of "image row" or "text row" keeps the running
+    fraction closer to the target; the state restarts at each window, so any step's plan is known by
+    replaying at most WINDOW - 1 steps (resuming needs only the step number). With ratio 0 every row
+    is the text stage's row for that step.
+    """
+    WINDOW = 100
+
+    def __init__(self, text_shards, captions, block_size, eot_id, document_masking, seed, ratio, fill):
+        super().__init__(text_shards, block_size, eot_id, document_masking, seed)
+        self.captions, self.ratio, self.fill = captions, ratio, fill
+        self.positions = np.minimum(captions.lengths(), block_size + 1) - 1  # input positions a sample uses
+        self.image_shape = (captions.manifest['image_size'],) * 2 + (3,)
+        self.window_state = {}  # step -> (image positions, non-padding positions) so far in its window
+
+    def plan(self, step, num_rows):
+        """Sample index per row slot, -1 for a text row."""
+        start = step - step % self.WINDOW
+        if step not in self.window_state:
+            self.window_state = {start: (0, 0)}
+            for s in range(start, step):
+                self.plan(s, num_rows)
+        image_pos, total = self.window_state[step]
+        rng = np.random.default_rng([self.seed, 3, step])
+        n = len(self.positions)
+        candidates = rng.choice(n, size=num_rows, replace=num_rows > n)  # distinct within a step when possible
+        plan = []
+        for c in candidates:
+            used = self.positions[c]
+            image_total = total + (used if self.fill == 'pad' else self.block_size)
+            if self.ratio > 0 and abs(image_pos + used - self.ratio * image_total) < abs(image_pos - self.ratio * (total + self.block_size)):
+                plan.append(int(c))
+                image_pos, total = image_pos + used, image_total
+            else:
+                plan.append(-1)
+                total += self.block_size
+        if (step + 1) % self.WINDOW:
+            self.window_state[step + 1] = (image_pos, total)
+        return plan
+
+    def rows(self, step, num_rows):
+        plan = self.plan(step, num_rows)
+        text = super().rows(step, num_rows)  # the text stage's rows, so ratio 0 trains exactly like it
+        rng = np.random.default_rng([self.seed, 2, step])
+        rows = []
+        for i, c in enumerate(plan):
+            if c < 0:
+                rows.append(text[i])
+                continue
+            filler = None
+            if self.fill == 'text':
+                filler = text_windows(self.shards, 1, self.block_size, rng)[0]
+            rows.append(sample_row(self.captions[c], self.block_size, self.eot_id, filler))
+        return rows
+
+    def need_doc_ids(self, rows):
+        # a padded caption row needs no mask: causal attention never lets the sample see the padding after it
+        return self.document_masking or (self.fill == 'text' and any(r['image'] is not None for r in rows))
+
+
+class InstructLoader:
+    """Conversations, one per row, padded; epochs over a seeded permutation per epoch."""
+
+    def __init__(self, samples, block_size, eot_id, seed, image_shape):
+        self.samples, self.block_size, self.eot_id, self.seed = samples, block_size, eot_id, seed
+        self.image_shape = image_shape
+        self.orders = {}
+
+    def index(self, g):
+        epoch, i = divmod(g, len(self.samples))
+        if epoch not in self.orders:
+            self.orders = {epoch: np.random.default_rng([self.seed, 4, epoch]).permutation(len(self.samples))}
+        return int(self.orders[epoch][i])
+
+    def rows(self, step, num_rows):
+        return [sample_row(self.samples[self.index(step * num_rows + j)], self.block_size, self.eot_id)
+                for j in range(num_rows)]
+
+    def need_doc_ids(self, rows):
+        return False
+
+
+def rank_batches(loader, step, rank, world_size, micro_batches, batch_size):
+    """This rank's micro-batches of the global batch of `step`."""
+    rows = loader.rows(step, micro_batches * world_size * batch_size)
+    mine = rows[rank * micro_batches * batch_size:(rank + 1) * micro_batches * batch_size]
+    micro = [mine[i * batch_size:(i + 1) * batch_size] for i in range(micro_batches)]
+    return [collate(m, loader.image_shape, loader.need_doc_ids(m)) for m in micro]
+
+
+def val_batches(data, kind, eval_iters, batch_size, block_size, eot_id, seed, image_shape=None):
+    """Fixed validation batches: text windows, or the first samples of an image split, padded."""
+    if kind == 'text':
+        loader = TextLoader(data, block_size, eot_id, False, seed, split_tag=1)
+        return [collate(loader.rows(i, batch_size), None, False) for i in range(eval_iters)]
+    n = min(len(data), eval_iters * batch_size)
+    rows = [sample_row(data[i], block_size, eot_id) for i in range(n)]
+    return [collate(rows[i:i + batch_size], image_shape, False) for i in range(0, n, batch_size)]
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: self-contained, written to a temporary file and renamed
+
+def rng_state():
+    # the data order depends on (seed, step) alone; these cover dropout-free sampling done by torch
+    state = dict(python=random.getstate(), torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state['python'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def save_checkpoint(path, checkpoint):
+    tmp = f"{path}.tmp"
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+
+
+def milestone_steps(fractions, max_steps):
+    return {round(f * max_steps): f for f in fractions}
+
+
+def optimizer_state_by_index(state, model, optimizer):
+    """A full optimizer state keyed by parameter name -> the index-keyed form optimizer.load_state_dict takes."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g['params']]
+    index = {n: i for i, n in enumerate(order)}
+    groups = [{**g, 'params': [index[n] for n in g['params']]} for g in state['param_groups']]
+    return dict(state={index[n]: v for n, v in state['state'].items()}, param_groups=groups)
+
+
+def fail(message):
+    sys.exit(f"error: {message}")
+
+
+# -----------------------------------------------------------------------------
+# Building the model of each stage (and checking that the data fits it before anything trains)
+
+def check_data(manifest, where, tokenizer, vocab_size):
+    if manifest['tokenizer'] != tokenizer:
+        fail(f"{where}: tokenizer '{manifest['tokenizer']}' differs from the text data's / checkpoint's '{tokenizer}'")
+    if manifest['vocab_size'] != vocab_size:
+        fail(f"{where}: vocab_size {manifest['vocab_size']} differs from the model's {vocab_size}")
+
+
+def check_images(manifest, where, model):
+    S = model.vision.cfg.image_size
+    if manifest['image_size'] != S:
+        fail(f"{where}: images are {manifest['image_size']} px, the encoder takes {S} px (re-run prepare_data.py "
+             f"with --image_size {S})")
+    if manifest['image_positions'] != model.num_patches:
+        fail(f"{where}: samples hold {manifest['image_positions']} image positions, the encoder gives "
+             f"{model.num_patches} patches")
+
+
+def build_stage_model(config, text_manifest):
+    """(model, model_args, step, lineage, checkpoint): the checkpoint resumed or started from, or None."""
+    lineage = dict(config=config, init_from=init_from, parent=None)
+    if init_from == 'resume':
+        checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+        model = build_model(checkpoint['model_args'])
+        model.load_state_dict(checkpoint['model'])
+        return model, checkpoint['model_args'], checkpoint['step'], checkpoint['lineage'], checkpoint
+    if stage == 'text':
+        if init_from == 'scratch':
+            args = dict(vocab_size=text_manifest['vocab_size'], block_size=block_size, n_layer=n_layer,
+                        n_head=n_head, n_embd=n_embd)
+            return LM(LMConfig(**args)), args, 0, lineage, None
+        parent = load_checkpoint(init_from)
+        model = build_model(parent['model_args'])
+        model.load_state_dict(parent['model'])
+    elif stage == 'mixed':
+        if init_from == 'scratch':
+            fail("the mixed stage starts from a text checkpoint: set init_from to e.g. out/text/ckpt_080.pt")
+        if not vision_init:
+            fail("the mixed stage needs vision_init: an HF SigLIP checkpoint or a pre-trained tiny tower")
+        from vision import load_siglip
+        parent = load_checkpoint(init_from)
+        if 'vision' in parent['model_args']:
+            fail(f"{init_from} is already a VLM checkpoint; the mixed stage starts from a text (LM) checkpoint")
+        tower = load_siglip(vision_init, feature_layer=feature_layer)
+        lm_args = dict(parent['model_args'], block_size=block_size)
+        args = vlm_args(LMConfig(**lm_args), tower.cfg, projector, feature_layer, text_manifest['image_id'], freeze_vision)
+        model = build_model(args)
+        model.lm.load_state_dict(parent['model'])
+        model.vision.load_state_dict(tower.drop_unused().state_dict())
+    else:  # finetune: a mixed-stage VLM
+        if init_from == 'scratch':
+            fail("the finetune stage starts from a mixed-stage checkpoint: set init_from")
+        parent = load_checkpoint(init_from)
+        if 'vision' not in parent['model_args']:
+            fail(f"{init_from} holds a text model; the finetune stage starts from a mixed-stage VLM checkpoint")
+        args = dict(parent['model_args'], freeze_vision=freeze_vision, projector=parent['model_args']['projector'])
+        model = build_model(args)
+        model.load_state_dict(parent['model'])
+    lineage['parent'] = dict(path=init_from, step=parent['step'], lineage=parent['lineage'])
+    return model, (args if stage != 'text' else parent['model_args']), 0, lineage, parent
+
+
+def wrap_model(model, ddp, device_type, local_rank):
+    """Activation checkpointing, FSDP2 or DDP, compile. Returns the module to call."""
+    if activation_checkpointing:
+        from torch.utils.checkpoint import checkpoint
+        blocks = model.lm.layers if isinstance(model, VLM) else model.layers
+        for block in blocks:
+            block.forward = (lambda f: lambda *a, **k: checkpoint(f, *a, use_reentrant=False, **k))(block.forward)
+    if fsdp:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        param_dtype = getattr(torch, dtype) if device_type == 'cuda' else torch.float32
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        lm = model.lm if isinstance(model, VLM) else model
+        for block in lm.layers:
+            fully_shard(block, mp_policy=policy)
+        if isinstance(model, VLM):
+            if not model.freeze_vision:
+                for block in model.vision.encoder['layers']:
+                    fully_shard(block, mp_policy=policy)
+            fully_shard(model.vision, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        wrapped = model
+    elif ddp:
+        wrapped = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+    else:
+        wrapped = model
+    return torch.compile(wrapped) if compile else wrapped
+
+
+# -----------------------------------------------------------------------------
+
+def main():
+    config = configure(globals())
+    if stage not in ('text', 'mixed', 'finetune'):
+        fail(f"stage must be 'text', 'mixed' or 'finetune', got {stage!r}")
+    if image_row_fill not in ('text', 'pad'):
+        fail(f"image_row_fill must be 'text' or 'pad', got {image_row_fill!r}")
+    if not 0 <= image_ratio <= 1:
+        fail(f"image_ratio must be within [0, 1], got {image_ratio}")
+
+    # distributed setup: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK
+    ddp = int(os.environ.get('WORLD_SIZE', 1)) > 1
+    local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    if ddp:
+        dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        run_device = f'cuda:{local_rank}' if device.startswith('cuda') else device
+        if run_device.startswith('cuda'):
+            torch.cuda.set_device(run_device)
+    else:
+        rank, world_size, run_device = 0, 1, device
+    if fsdp and not ddp:
+        fail("fsdp = True needs several processes: launch with torchrun")
+    master = rank == 0
+    if gradient_accumulation_steps % world_size:
+        fail(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number "
+             f"of processes ({world_size})")
+    micro_batches = gradient_accumulation_steps // world_size
+    global_rows = gradient_accumulation_steps * batch_size
+    device_type = 'cuda' if run_device.startswith('cuda') else 'cpu'
+    autocast = (torch.autocast(device_type='cuda', dtype=getattr(torch, dtype))
+                if device_type == 'cuda' and dtype != 'float32' else nullcontext())
+    attention_module.set_backend(attention)
+    torch.manual_seed(seed + rank)
+    if master:
+        os.makedirs(out_dir, exist_ok=True)
+
+    # data, then the model, then the checks that they fit: all before anything trains
+    try:
+        text_manifest, text_train = load_text_split(text_data, 'train')
+        _, text_val = load_text_split(text_data, 'val')
+        captions = ImageShards(caption_data, 'train') if stage == 'mixed' else None
+        caption_val = ImageShards(caption_data, 'val') if stage == 'mixed' else None
+        instruct = ImageShards(instruct_data, 'train') if stage == 'finetune' else None
+    except (OSError, ValueError) as e:
+        fail(f"data: {e}")
+    if stage == 'mixed' and not caption_data or stage == 'finetune' and not instruct_data:
+        fail(f"the {stage} stage needs {'caption_data' if stage == 'mixed' else 'instruct_data'}")
+    try:
+        model, model_args, step, lineage, checkpoint = build_stage_model(config, text_manifest)
+    except (OSError, ValueError) as e:
+        fail(f"model: {e}")
+    eot_id = text_manifest['eot_id']
+    lm = model.lm if isinstance(model, VLM) else model
+    tokenizer = checkpoint['tokenizer'] if checkpoint is not None else text_manifest['tokenizer']
+    check_data(text_manifest, text_data, tokenizer, lm.config.vocab_size)
+    for data, where in ((captions, caption_data), (instruct, instruct_data)):
+        if data is not None:
+            check_data(data.manifest, where, tokenizer, lm.config.vocab_size)
+            check_images(data.manifest, where, model)
+    if stage != 'text' and lm.config.block_size != block_size:
+        fail(f"block_size {block_size} differs from the model's {lm.config.block_size}")
+
+    # the learning-rate schedule of this stage
+    peak, warmup, max_steps = learning_rate, warmup_iters, max_iters
+    if stage == 'finetune' and max_iters <= 0:
+        max_steps = math.ceil(epochs * len(instruct) / global_rows)
+    if stage == 'mixed' and init_from != 'resume':
+        parent = checkpoint
+        fraction = parent['step'] / parent['config']['max_iters']
+        if start_fraction >= 0 and abs(start_fraction - fraction) > 1e-6:
+            fail(f"start_fraction {start_fraction} but {init_from} is at {fraction:.3f} of its text run")
+        lineage['start_fraction'] = fraction
+    if stage == 'mixed' and 0 < lineage.get('start_fraction', 0) < 1:
+        # continue the text schedule from its value at the milestone, decaying over the mixed budget
+        text_config, text_step = lineage['parent']['lineage']['config'], lineage['parent']['step']
+        peak, warmup = continued_peak(text_config, text_step), 0
+    lineage['lr_peak'] = peak
+
+    if isinstance(model, VLM) and model.freeze_vision and device_type == 'cuda':
+        model.vision.to(getattr(torch, vision_dtype))
+    model.to(run_device)
+    if isinstance(model, VLM):
+        optimizer = model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type,
+                                               vision_lr=None if freeze_vision else vision_lr * peak / learning_rate)
+    else:
+        optimizer = model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type)
+    raw_model = model
+    model = wrap_model(model, ddp, device_type, local_rank)
+    if init_from == 'resume':
+        if fsdp:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+            set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'],
+                                     options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        else:
+            optimizer.load_state_dict(optimizer_state_by_index(checkpoint['optimizer'], raw_model, optimizer))
+        set_rng_state(checkpoint['rng'])
+    best_val_loss = checkpoint.get('best_val_loss', float('inf')) if init_from == 'resume' else float('inf')
+    checkpoint = None  # free the memory
+
+    if stage == 'text':
+        loader = TextLoader(text_train, block_size, eot_id, document_masking, seed)
+    elif stage == 'mixed':
+        loader = MixedLoader(text_train, captions, block_size, eot_id, document_masking, seed, image_ratio, image_row_fill)
+    else:
+        loader = InstructLoader(instruct, block_size, eot_id, seed, model_image_shape(raw_model))
+    val_sets = {'text': val_batches(text_val, 'text', eval_iters, batch_size, block_size, eot_id, seed)}
+    if caption_val is not None and len(caption_val):
+        val_sets['caption'] = val_batches(caption_val, 'images', eval_iters, batch_size, block_size, eot_id, seed,
+                                          model_image_shape(raw_model))
+    if stage == 'finetune':
+        instruct_val = ImageShards(instruct_data, 'val')
+        if len(instruct_val):
+            val_sets['instruct'] = val_batches(instruct_val, 'images', eval_iters, batch_size, block_size, eot_id,
+                                               seed, model_image_shape(raw_model))
+
+    def to_device(batch):
+        return {k: None if v is None else v.to(run_device, non_blocking=True) for k, v in batch.items()}
+
+    def forward(batch, module):
+        kwargs = dict(doc_ids=batch['doc_ids'], z_loss=z_loss, reduction='none')
+        if isinstance(raw_model, VLM):
+            kwargs.update(images=batch.get('images'), has_image=batch.get('has_image'))
+        with autocast:
+            _, per_token = module(batch['input_ids'], batch['targets'], **kwargs)
+        return per_token.view(batch['targets'].shape)  # (B, T), 0 where no target
+
+    def full_state():
+        if fsdp or ddp:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                                 get_optimizer_state_dict)
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+            return get_model_state_dict(raw_model, options=options), get_optimizer_state_dict(raw_model, optimizer, options=options)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+        return raw_model.state_dict(), get_optimizer_state_dict(raw_model, optimizer, options=StateDictOptions(full_state_dict=True))
+
+    def write_checkpoint(path, with_optimizer=True):
+        weights, optim = full_state()  # a collective under FSDP: every rank takes part
+        if not master:
+            return
+        ckpt = dict(model=weights, model_args=model_args, tokenizer=tokenizer, config=config, step=step,
+                    lineage=lineage, data_position=dict(step=step, seed=seed), rng=rng_state(),
+                    best_val_loss=best_val_loss)
+        if with_optimizer:
+            ckpt['optimizer'] = optim
+        save_checkpoint(path, ckpt)
+
+    @torch.no_grad()
+    def evaluate():
+        model.eval()
+        losses = {}
+        for name, batches in val_sets.items():
+            total, count = torch.zeros((), device=run_device), torch.zeros((), device=run_device)
+            # FSDP needs every rank in every forward; DDP ranks split the batches
+            for batch in (batches if fsdp else batches[rank::world_size]):
+                batch = to_device(batch)
+                total += forward(batch, model if fsdp else raw_model).sum()
+                count += (batch['targets'] != -100).sum()
+            if ddp and not fsdp:
+                dist.all_reduce(total)
+                dist.all_reduce(count)
+            losses[name] = (total / count.clamp(min=1)).item()
+        model.train()
+        return losses
+
+    stop_signal = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_signal.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: stop_signal.append(signum))
+
+    milestones_at = milestone_steps(milestones, max_steps) if stage == 'text' else {}
+    log_path = os.path.join(out_dir, 'log.jsonl')
+    device_name = torch.cuda.get_device_name(run_device) if device_type == 'cuda' else 'cpu'
+    if master:
+        print(f"stage {stage}: {raw_model.num_params(exclude_embedding=False):,} parameters; "
+              f"{global_rows} rows x {block_size} tokens per step, {max_steps} steps; "
+              f"{world_size} process(es) on {run_device}; lr peak {peak:.2e}")
+
+    def log(record):
+        if master:
+            with open(log_path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+
+    t_last, flops_since, tokens_since, start_step = time.time(), 0.0, 0, step
+    while True:
+        if step in milestones_at and (step > start_step or step == 0):
+            write_checkpoint(os.path.join(out_dir, f'ckpt_{round(milestones_at[step] * 100):03d}.pt'), with_optimizer=False)
+        if step % eval_interval == 0 or step == max_steps:
+            val = evaluate()
+            best_val_loss = min(best_val_loss, val['text'])
+            if master:
+                print(f"step {step}: " + ", ".join(f"{k} val loss {v:.4f}" for k, v in val.items()))
+            log(dict(step=step, **{f'val_{k}_loss': v for k, v in val.items()}, val_loss=val['text']))
+            if step > start_step:
+                write_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+        if step >= max_steps:
+            break
+
+        lr = lr_at(step, max_steps, peak, min_lr, warmup)
+        for group in optimizer.param_groups:
+            group['lr'] = lr * group['lr_scale']
+        batches = rank_batches(loader, step, rank, world_size, micro_batches, batch_size)
+        # normalise by the target tokens of the whole step (all micro-batches, all processes)
+        segments = torch.stack([torch.stack([((b['segment'] == s) & (b['targets'] != -100)).sum() for s in range(3)]
+                                            + [(b['segment'] == s).sum() for s in range(3)]) for b in batches]).sum(0)
+        segments = segments.to(run_device, torch.float64)
+        if ddp:
+            dist.all_reduce(segments)
+        n_targets = segments[:3].sum().float()
+        sums = torch.zeros(3, device=run_device)
+        for i, batch in enumerate(batches):
+            batch = to_device(batch)
+            sync = nullcontext() if not ddp or fsdp or i == micro_batches - 1 else model.no_sync()
+            with sync:
+                per_token = forward(batch, model)
+                # DDP / FSDP average gradients over processes; the sum over processes is what we want
+                (per_token.sum() * world_size / n_targets).backward()
+            sums += torch.stack([per_token[batch['segment'] == s].sum() for s in range(3)]).detach()
+        if ddp:
+            dist.all_reduce(sums)
+        sums, segments = sums.tolist(), segments.tolist()
+        step_loss = sum(sums) / max(sum(segments[:3]), 1)
+        if not math.isfinite(step_loss):
+            fail(f"non-finite loss ({step_loss}) at step {step}: stopping without saving; the last good "
+                 f"checkpoint is in {out_dir}. Lower learning_rate or check the data.")
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float('inf'))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        positions = sum(segments[3:])
+        tokens_since += positions
+        num_images = sum(int(b['has_image'].sum()) for b in batches) * world_size if 'has_image' in batches[0] else 0
+        flops_since += (raw_model.flops_per_step(positions, num_images, block_size) if isinstance(raw_model, VLM)
+                        else raw_model.flops_per_token(block_size) * positions)
+
+        if step % log_interval == 0 or step == max_steps:
+            elapsed = time.time() - t_last
+            tokens_per_sec = tokens_since / elapsed
+            mfu = estimate_mfu(flops_since / tokens_since, tokens_per_sec / world_size, device_name)
+            t_last, tokens_since, flops_since = time.time(), 0, 0.0
+            non_pad = max(segments[4] + segments[5], 1)
+            record = dict(step=step, loss=step_loss, lr=lr, grad_norm=float(grad_norm), tokens_per_sec=tokens_per_sec,
+                          mfu=mfu, image_fraction=segments[4] / non_pad, text_fraction=segments[5] / non_pad,
+                          pad_fraction=segments[3] / max(positions, 1),
+                          sample_loss=sums[1] / segments[1] if segments[1] else None,
+                          text_loss=sums[2] / segments[2] if segments[2] else None)
+            if master:
+                mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "unknown peak"
+                parts = f", image {record['image_fraction']:.3f}" if stage == 'mixed' else ""
+                print(f"step {step}/{max_steps}: loss {step_loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f}, "
+                      f"{tokens_per_sec:,.0f} tok/s, MFU {mfu_text}{parts}")
+            log(record)
+        if stop_signal or step == stop_at_step:
+            write_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+            if master:
+                reason = f"signal {stop_signal[0]}" if stop_signal else "stop_at_step"
+                print(f"{reason}: saved {out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
+            break
+
+    if ddp:
+        # every replica must hold the same weights; a mismatch means a broken gradient sync
+        full = full_state()[0] if fsdp else raw_model.state_dict()
+        fingerprint = sum(t.double().sum().item() + t.double().abs().sum().item() for t in full.values())
+        fingerprints = [None] * world_size
+        dist.all_gather_object(fingerprints, fingerprint)
+        log(dict(step=step, replica_fingerprints=fingerprints))
+        if len(set(fingerprints)) > 1 and master:
+            print(f"warning: the replicas' weights differ: {fingerprints}")
+        dist.destroy_process_group()
+
+
+def model_image_shape(model):
+    return model.image_shape() if isinstance(model, VLM) else None
+
+
+if __name__ == '__main__':
+    main()
