@@ -682,12 +682,54 @@ def info(path):
     print(f"vision tower: {vision:,} parameters ({vision / 1e6:.1f}M); whole checkpoint: {total:,}")
 
 
+def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=1e-3, seed=0, max_len=32):
+    """Pre-train a small tower on prepared caption shards (the CPU study) and save it in the HF layout."""
+    from prepare_data import ImageShards
+    shards = ImageShards(captions_dir, 'train')
+    manifest = shards.manifest
+    vision = PRESETS[preset]
+    if manifest['image_size'] != vision.image_size:
+        raise ValueError(f"{captions_dir}: images are {manifest['image_size']} px, preset '{preset}' takes {vision.image_size} px")
+    images = np.zeros((len(shards), vision.image_size, vision.image_size, 3), dtype=np.uint8)
+    captions = []
+    for i in range(len(shards)):
+        sample = shards[i]
+        images[i] = sample['image']
+        caption = sample['tokens'][sample['loss_mask'] > 0][:-1]  # the caption, without its closing <|endoftext|>
+        captions.append(caption[:max_len].tolist())
+    text = TextConfig(vocab_size=manifest['vocab_size'], max_len=max_len, pad_id=manifest['eot_id'])
+    model = train_tower(images, captions, vision=preset, text=text, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    held_out = ImageShards(captions_dir, 'val')
+    if len(held_out) >= 8:
+        val = [held_out[i] for i in range(min(len(held_out), 256))]
+        accuracy = retrieval_accuracy(model, np.stack([v['image'] for v in val]),
+                                      [v['tokens'][v['loss_mask'] > 0][:-1][:max_len].tolist() for v in val])
+        print(f"image -> caption retrieval on {len(val)} held-out pairs: {accuracy:.3f} (chance {1 / len(val):.3f})")
+    save_siglip(model, out_dir)
+    print(f"saved {out_dir}/model.safetensors")
+    return model
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != 'info':
-        print("usage: python vision.py info PATH   (a .safetensors file, a folder or an index .json)")
-        sys.exit(2)
+    import argparse
+    parser = argparse.ArgumentParser(description='SigLIP towers: inspect a checkpoint, or pre-train a small one')
+    sub = parser.add_subparsers(dest='command', required=True)
+    p = sub.add_parser('info', help='config and parameter count of a checkpoint')
+    p.add_argument('path', help='a .safetensors file, a folder or an index .json')
+    p = sub.add_parser('pretrain', help='sigmoid-loss pre-training of a small tower on caption shards')
+    p.add_argument('--captions', required=True, help='a captions folder made by prepare_data.py')
+    p.add_argument('--out', required=True)
+    p.add_argument('--preset', default='tiny', choices=sorted(PRESETS))
+    p.add_argument('--steps', type=int, default=1000)
+    p.add_argument('--batch_size', type=int, default=64)
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
     try:
-        info(sys.argv[2])
+        if args.command == 'info':
+            info(args.path)
+        else:
+            pretrain(args.captions, args.out, args.preset, args.steps, args.batch_size, args.lr, args.seed)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

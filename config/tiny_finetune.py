@@ -1,0 +1,18 @@
+# The CPU study, step 3: instruction tuning on shapes-world conversations, loss on the answers only.
+#   python train.py config/tiny_finetune.py
+stage = 'finetune'
+out_dir = 'out/study/frozen_mlp2'
+init_from = 'out/study/mixed/frozen_mlp2/ckpt.pt'
+text_data = 'data/shapes/text'
+instruct_data = 'data/shapes/instruct'
+freeze_vision = True
+block_size = 256
+batch_size = 16
+epochs = 1
+max_iters = 0  # from epochs and the data
+learning_rate = 1e-3
+min_lr = 1e-4
+vision_lr = 1e-4
+warmup_iters = 20
+eval_interval = 100
+log_interval = 25

@@ -1,0 +1,184 @@
+"""
+The whole study on a CPU, on the synthetic shapes world, in one command:
+
+    python study.py            # the default: 2 seeds, about 20 minutes on 2 cores
+    python study.py --fast     # a smoke run: smaller world, fewer steps, 1 seed (a few minutes)
+
+Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped):
+  1. prepare_data.py shapes        the world: images, captions, conversations, VQA, text, text questions
+  2. vision.py pretrain            a tiny SigLIP tower, sigmoid loss, on the caption images
+  3. train.py config/tiny_text.py  a tiny LM on the text corpus, milestones at 0/20/.../100 %
+  4. per arm and seed: train.py config/tiny_mixed.py (from the 80 % milestone; the baseline arm
+     from 100 %), then config/tiny_finetune.py, then eval.py (shapes VQA in the VQAv2 metric,
+     shapes multiple choice in the ARC-easy metric, Vision and Text Stable Scores)
+  5. eval.py --compare: the table, mean ± std over seeds; loss curves and score bars as PNGs;
+     out/study/results.md with the table and the exact commands behind every row.
+Seeds vary the mixed and finetune stages; the world, the tower and the text LM are shared.
+"""
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
+    'frozen_mlp2': dict(freeze_vision=True, projector='mlp2'),
+    'unfrozen_mlp2': dict(freeze_vision=False, projector='mlp2'),
+    'frozen_mlp1': dict(freeze_vision=True, projector='mlp1'),
+    'after_text_frozen_mlp2': dict(freeze_vision=True, projector='mlp2', start='ckpt_100.pt'),  # the paper's baseline
+}
+FAST = dict(world=['--n_caption=2000', '--n_instruct=800', '--n_instruct_text=200', '--n_val=100', '--text_mb=0.5',
+                   '--n_mc=100'],
+            tower_steps=150, text_iters=300, mixed_iters=100, eval_limit=200, seeds=[0])
+DEFAULT = dict(world=[], tower_steps=600, text_iters=1500, mixed_iters=300, eval_limit=1000, seeds=[0, 1])
+
+
+def run(cmd, log, done_when=None):
+    """Run one step unless its output exists; its output goes to the log, progress to the console."""
+    if done_when and os.path.exists(done_when):
+        print(f"  skip (exists: {done_when})")
+        return
+    print(f"  $ {shlex.join(cmd)}")
+    with open(log, 'a') as f:
+        f.write(f"\n$ {shlex.join(cmd)}\n")
+        f.flush()
+        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        sys.exit(f"step failed (exit {result.returncode}): {shlex.join(cmd)}\nsee {log}")
+
+
+def read_log(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def plot_losses(curves, path, title):
+    """curves: {name: [(step, loss)]} -> a line chart PNG, drawn with pillow."""
+    from PIL import Image, ImageDraw
+    W, H, pad = 900, 500, 60
+    img = Image.new('RGB', (W, H), 'white')
+    draw = ImageDraw.Draw(img)
+    points = [p for c in curves.values() for p in c]
+    if not points:
+        return
+    x_max = max(s for s, _ in points) or 1
+    y_min, y_max = min(l for _, l in points), max(l for _, l in points)
+    y_max = y_max if y_max > y_min else y_min + 1
+    sx = lambda s: pad + (W - 2 * pad) * s / x_max
+    sy = lambda l: H - pad - (H - 2 * pad) * (l - y_min) / (y_max - y_min)
+    draw.rectangle([pad, pad, W - pad, H - pad], outline='black')
+    draw.text((pad, 20), title, fill='black')
+    for i in range(5):
+        v = y_min + (y_max - y_min) * i / 4
+        draw.text((5, sy(v) - 6), f"{v:.2f}", fill='black')
+    draw.text((W - pad - 40, H - pad + 10), f"step {x_max}", fill='black')
+    palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#7f7f7f']
+    for i, (name, curve) in enumerate(sorted(curves.items())):
+        color = palette[i % len(palette)]
+        if len(curve) > 1:
+            draw.line([(sx(s), sy(l)) for s, l in curve], fill=color, width=2)
+        draw.text((W - pad - 230, pad + 10 + 14 * i), name, fill=color)
+    img.save(path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--fast', action='store_true', help='a smoke run: small world, few steps, one seed')
+    parser.add_argument('--out', default=None, help='output folder (default out/study, or out/study_fast)')
+    parser.add_argument('--data', default=None, help='shapes world folder (default data/shapes, or data/shapes_fast)')
+    parser.add_argument('--seeds', default=None, help='comma-separated seeds of the mixed and finetune stages')
+    parser.add_argument('--arms', default=','.join(ARMS), help=f'comma-separated arms: {", ".join(ARMS)}')
+    args = parser.parse_args()
+    plan = FAST if args.fast else DEFAULT
+    out = args.out or ('out/study_fast' if args.fast else 'out/study')
+    data = args.data or ('data/shapes_fast' if args.fast else 'data/shapes')
+    seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else plan['seeds']
+    arms = args.arms.split(',')
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        sys.exit(f"unknown arms {unknown}; known: {list(ARMS)}")
+    os.makedirs(out, exist_ok=True)
+    log = os.path.join(out, 'commands.log')
+    py = sys.executable
+    shared = [f'--text_data={data}/text']
+    commands = {}  # row name -> the commands behind it
+    runs = [(arm, seed) for arm in arms for seed in seeds]
+    total_steps = 3 + 3 * len(runs) + 1
+    t0, done = time.time(), 0
+
+    def step(title):
+        nonlocal done
+        done += 1
+        elapsed = time.time() - t0
+        eta = elapsed / (done - 1) * (total_steps - done + 1) if done > 1 else float('nan')
+        print(f"[{done}/{total_steps}] {title}  (elapsed {elapsed / 60:.1f} min" +
+              (f", about {eta / 60:.1f} min left)" if eta == eta else ")"), flush=True)
+
+    step('the shapes world')
+    world = [py, 'prepare_data.py', 'shapes', '--out', data, '--seed', '0', '--max_tokens', '256'] + plan['world']
+    run(world, log, done_when=os.path.join(data, 'text', 'manifest.json'))
+    step('a tiny SigLIP tower (sigmoid loss)')
+    tower = [py, 'vision.py', 'pretrain', '--captions', f'{data}/captions', '--out', f'{out}/tower',
+             '--steps', str(plan['tower_steps'])]
+    run(tower, log, done_when=f'{out}/tower/model.safetensors')
+    step('the tiny LM on text')
+    text = [py, 'train.py', 'config/tiny_text.py', f'--out_dir={out}/text', f'--max_iters={plan["text_iters"]}'] + shared
+    run(text, log, done_when=f'{out}/text/ckpt_100.pt')
+
+    for arm, seed in runs:
+        settings = dict(ARMS[arm])
+        start = settings.pop('start', 'ckpt_080.pt')
+        mixed_dir, final_dir = f'{out}/mixed/{arm}_seed{seed}', f'{out}/{arm}_seed{seed}'
+        step(f'{arm}, seed {seed}: mixed stage from {start}')
+        mixed = [py, 'train.py', 'config/tiny_mixed.py', f'--out_dir={mixed_dir}', f'--init_from={out}/text/{start}',
+                 f'--vision_init={out}/tower', f'--caption_data={data}/captions', f'--seed={seed}',
+                 f'--max_iters={plan["mixed_iters"]}'] + shared + [f'--{k}={v}' for k, v in settings.items()]
+        run(mixed, log, done_when=f'{mixed_dir}/ckpt.pt')
+        step(f'{arm}, seed {seed}: finetune')
+        finetune = [py, 'train.py', 'config/tiny_finetune.py', f'--out_dir={final_dir}', f'--init_from={mixed_dir}/ckpt.pt',
+                    f'--instruct_data={data}/instruct', f'--seed={seed}',
+                    f'--freeze_vision={settings["freeze_vision"]}'] + shared
+        run(finetune, log, done_when=f'{final_dir}/ckpt.pt')
+        step(f'{arm}, seed {seed}: evaluation')
+        evaluate = [py, 'eval.py', '--ckpt', f'{final_dir}/ckpt.pt', '--tasks', 'shapes_vqa,shapes_mc',
+                    '--shapes_root', f'{data}/raw', '--limit', str(plan['eval_limit'])]
+        run(evaluate, log, done_when=f'{final_dir}/results.json')
+        commands[f'{arm}_seed{seed}'] = [world, tower, text, mixed, finetune, evaluate]
+
+    step('comparison table and plots')
+    finals = [f'{out}/{arm}_seed{seed}' for arm, seed in runs]
+    compare = [py, 'eval.py', '--compare'] + finals + ['--plot', f'{out}/scores.png']
+    table = subprocess.run(compare, capture_output=True, text=True)
+    if table.returncode != 0:
+        sys.exit(f"comparison failed: {table.stderr}")
+    print(table.stdout)
+    text_curve = [(r['step'], r['loss']) for r in read_log(f'{out}/text/log.jsonl') if 'loss' in r]
+    plot_losses({'text': text_curve}, f'{out}/loss_text.png', 'text stage: train loss')
+    for stage, folder in (('mixed', f'{out}/mixed'), ('finetune', out)):
+        curves = {f'{arm}_seed{seed}': [(r['step'], r['loss']) for r in read_log(f'{folder}/{arm}_seed{seed}/log.jsonl')
+                                        if 'loss' in r] for arm, seed in runs}
+        plot_losses(curves, f'{out}/loss_{stage}.png', f'{stage} stage: train loss per arm and seed')
+    write_report(out, table.stdout, commands, seeds, time.time() - t0)
+    print(f"wrote {out}/results.md, {out}/scores.png, {out}/loss_text.png, {out}/loss_mixed.png, {out}/loss_finetune.png "
+          f"({(time.time() - t0) / 60:.1f} min)")
+
+
+def write_report(out, table, commands, seeds, seconds):
+    lines = ['# The CPU study on the shapes world', '',
+             f'{len(seeds)} seed(s) ({", ".join(map(str, seeds))}) vary the mixed and finetune stages; the shapes world, '
+             'the tiny SigLIP tower and the text LM are shared by every run. Wall time: '
+             f'{seconds / 60:.1f} min.', '', table.strip(), '',
+             'A difference between two arms is larger than the seed spread when the gap between their means '
+             'exceeds the sum of their standard deviations; with one seed nothing can be said about the spread.', '',
+             '![scores](scores.png)', '', '![text loss](loss_text.png) ![mixed loss](loss_mixed.png) '
+             '![finetune loss](loss_finetune.png)', '', '## Commands behind each row', '']
+    for name, cmds in commands.items():
+        lines += [f'### {name}', '', '```'] + [shlex.join(c) for c in cmds] + ['```', '']
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
