@@ -13,6 +13,7 @@ caption + <|endoftext|>); a --prompt given there is the caption's beginning. The
 the encoder's input size with vision.preprocess. Arguments are --key=value or --key value.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -71,6 +72,8 @@ def main(argv=None):
     if prompt is None:
         prompt = '' if args.image is not None else '\n'
     if prompt.startswith('FILE:'):
+        if not os.path.isfile(prompt[5:]):
+            sys.exit(f"error: prompt file not found: {prompt[5:]}")
         with open(prompt[5:]) as f:
             prompt = f.read()
     image = None
@@ -93,16 +96,18 @@ def main(argv=None):
     idx = torch.tensor([ids] * args.num_samples, device=args.device)
     kw = dict(temperature=args.temperature, top_k=args.top_k, stop_token=eot if stops else None)
     if isinstance(model, VLM):
-        images = image[None].expand(args.num_samples, -1, -1, -1).to(args.device) if image is not None else None
-        has_image = torch.full((args.num_samples,), image is not None, device=args.device)
-        out = model.generate(idx, images, has_image if image is not None else None, max_new, **kw)
+        images = has_image = None
+        if image is not None:
+            images = image[None].expand(args.num_samples, -1, -1, -1).to(args.device)  # (N, S, S, 3)
+            has_image = torch.ones(args.num_samples, dtype=torch.bool, device=args.device)
+        out = model.generate(idx, images, has_image, max_new, **kw)
     else:
         out = model.generate(idx, max_new, **kw)
     texts = []
     for row in out.tolist():
         row = row[:row.index(eot)] if eot in row else row
         text = enc.decode([t for t in row if t < enc.n_vocab])  # the padded rows of the vocabulary have no text
-        texts.append(prompt + text if not stops or args.caption else text)
+        texts.append(prompt + text if not stops or args.caption else text.strip())  # an answer follows "Assistant:"
         print(texts[-1])
         print('-' * 40)
     return texts

@@ -31,8 +31,9 @@ ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
 }
 FAST = dict(world=['--n_caption=2000', '--n_instruct=800', '--n_instruct_text=200', '--n_val=100', '--text_mb=0.5',
                    '--n_mc=100'],
-            tower_steps=150, text_iters=300, mixed_iters=100, eval_limit=200, seeds=[0])
-DEFAULT = dict(world=[], tower_steps=600, text_iters=1500, mixed_iters=300, eval_limit=1000, seeds=[0, 1])
+            tower_steps=100, text_iters=200, mixed_iters=60, finetune_iters=40, eval_limit=100, seeds=[0])
+DEFAULT = dict(world=[], tower_steps=600, text_iters=1500, mixed_iters=300, finetune_iters=0, eval_limit=1000,
+               seeds=[0, 1])
 
 
 def run(cmd, log, done_when=None):
@@ -139,7 +140,7 @@ def main():
         step(f'{arm}, seed {seed}: finetune')
         finetune = [py, 'train.py', 'config/tiny_finetune.py', f'--out_dir={final_dir}', f'--init_from={mixed_dir}/ckpt.pt',
                     f'--instruct_data={data}/instruct', f'--seed={seed}',
-                    f'--freeze_vision={settings["freeze_vision"]}'] + shared
+                    f'--freeze_vision={settings["freeze_vision"]}', f'--max_iters={plan["finetune_iters"]}'] + shared
         run(finetune, log, done_when=f'{final_dir}/ckpt.pt')
         step(f'{arm}, seed {seed}: evaluation')
         evaluate = [py, 'eval.py', '--ckpt', f'{final_dir}/ckpt.pt', '--tasks', 'shapes_vqa,shapes_mc',

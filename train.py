@@ -449,7 +449,7 @@ def main():
     autocast = (torch.autocast(device_type='cuda', dtype=getattr(torch, dtype))
                 if device_type == 'cuda' and dtype != 'float32' else nullcontext())
     attention_module.set_backend(attention)
-    torch.manual_seed(seed + rank)
+    torch.manual_seed(seed)  # the same on every rank: FSDP2 shards each rank's own fresh weights (the projector)
     if master:
         os.makedirs(out_dir, exist_ok=True)
 
@@ -498,13 +498,14 @@ def main():
     if isinstance(model, VLM) and model.freeze_vision and device_type == 'cuda':
         model.vision.to(getattr(torch, vision_dtype))
     model.to(run_device)
-    if isinstance(model, VLM):
-        optimizer = model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type,
-                                               vision_lr=None if freeze_vision else vision_lr * peak / learning_rate)
-    else:
-        optimizer = model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type)
     raw_model = model
     model = wrap_model(model, ddp, device_type, local_rank)
+    # after wrapping: fully_shard replaces the parameters with sharded ones, the optimizer must hold those
+    if isinstance(raw_model, VLM):
+        optimizer = raw_model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type,
+                                                   vision_lr=None if freeze_vision else vision_lr * peak / learning_rate)
+    else:
+        optimizer = raw_model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type)
     if init_from == 'resume':
         if fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -543,17 +544,21 @@ def main():
             _, per_token = module(batch['input_ids'], batch['targets'], **kwargs)
         return per_token.view(batch['targets'].shape)  # (B, T), 0 where no target
 
-    def full_state():
+    def full_state(with_optimizer=True):
+        # get_optimizer_state_dict gives an optimizer without state a zero-gradient step (at lr 0), which
+        # advances Adam's step count: ask for it only when it is saved, never before the first step
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
         if fsdp or ddp:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                                 get_optimizer_state_dict)
             options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            return get_model_state_dict(raw_model, options=options), get_optimizer_state_dict(raw_model, optimizer, options=options)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-        return raw_model.state_dict(), get_optimizer_state_dict(raw_model, optimizer, options=StateDictOptions(full_state_dict=True))
+            weights = get_model_state_dict(raw_model, options=options)
+        else:
+            options = StateDictOptions(full_state_dict=True)
+            weights = raw_model.state_dict()
+        return weights, get_optimizer_state_dict(raw_model, optimizer, options=options) if with_optimizer else None
 
     def write_checkpoint(path, with_optimizer=True):
-        weights, optim = full_state()  # a collective under FSDP: every rank takes part
+        weights, optim = full_state(with_optimizer)  # a collective under FSDP: every rank takes part
         if not master:
             return
         ckpt = dict(model=weights, model_args=model_args, tokenizer=tokenizer, config=config, step=step,
@@ -641,6 +646,7 @@ def main():
             fail(f"non-finite loss ({step_loss}) at step {step}: stopping without saving; the last good "
                  f"checkpoint is in {out_dir}. Lower learning_rate or check the data.")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float('inf'))
+        grad_norm = grad_norm.full_tensor() if fsdp else grad_norm  # FSDP2 returns a DTensor
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -674,15 +680,16 @@ def main():
                 print(f"{reason}: saved {out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
             break
 
-    if ddp:
-        # every replica must hold the same weights; a mismatch means a broken gradient sync
-        full = full_state()[0] if fsdp else raw_model.state_dict()
-        fingerprint = sum(t.double().sum().item() + t.double().abs().sum().item() for t in full.values())
+    if ddp and not fsdp:
+        # every DDP replica must hold the same weights; a mismatch means a broken gradient sync
+        # (FSDP has no replicas: each rank holds its own shard)
+        fingerprint = sum(t.double().sum().item() + t.double().abs().sum().item() for t in raw_model.state_dict().values())
         fingerprints = [None] * world_size
         dist.all_gather_object(fingerprints, fingerprint)
         log(dict(step=step, replica_fingerprints=fingerprints))
         if len(set(fingerprints)) > 1 and master:
             print(f"warning: the replicas' weights differ: {fingerprints}")
+    if ddp:
         dist.destroy_process_group()
 
 

@@ -1,0 +1,853 @@
+"""
+Evaluation of a checkpoint: open-ended VQA (VQAv2 and any set in its layout), multiple-choice text
+tasks (ARC-easy and any set in the generic JSONL form), the Vision and Text Stable Scores, and the
+table that compares runs.
+
+    python eval.py --ckpt out/frozen_1b/ckpt.pt --tasks vqav2,arc_easy
+    python eval.py --ckpt out/tiny_frozen_s0/ckpt.pt --tasks shapes_vqa,shapes_mc --shapes_root data/shapes/raw
+    python eval.py --ckpt out/frozen_1b/ckpt.pt --tasks vqav2 --limit 1000     # a fixed, seeded subset
+    python eval.py --tasks vqav2 --predictions out/frozen_1b/predictions_vqav2.json   # score a results file
+    python eval.py --compare out/frozen_s0 out/frozen_s1 out/mlp1_s0 --plot out/compare.png
+
+Tasks (--tasks, comma-separated):
+  vqav2       the official val files: --vqa_questions (v2_OpenEnded_mscoco_val2014_questions.json),
+              --vqa_annotations (v2_mscoco_val2014_annotations.json), --vqa_images (COCO val2014/)
+  arc_easy    --arc_file: AI2's ARC-Easy JSONL, or the HF parquet (pyarrow)
+  shapes_vqa  {--shapes_root}/vqa/questions.json, annotations.json, images/   (shapes.py writes these)
+  shapes_mc   {--shapes_root}/text_mc/arc_shapes.jsonl
+  NAME=PATH   any other set, no code needed: a folder holding questions.json, annotations.json and
+              images/ in the VQAv2 layout is open-ended VQA; a .jsonl or .parquet file is multiple
+              choice, each record in AI2's ARC layout, the HF ARC layout, or the generic
+              {"query": prompt, "choices": [text, ...], "gold": index} (each choice is scored as
+              " " + choice right after the query)
+Open-ended VQA tasks are the vision tasks, multiple-choice tasks the text tasks. Images are found
+in the image folder as COCO_val2014_{image_id:012d}.jpg, COCO_{folder}_{image_id:012d}.jpg,
+{image_id:012d}.png or {image_id:012d}.jpg.
+
+Outputs, beside the checkpoint: results.json (results_{name}.json for a checkpoint not named
+ckpt.pt) with per-task scores, counts, skipped counts and the two Stable Scores, and
+predictions_{task}.json per task (VQA in the official results format [{"question_id", "answer"}],
+so the official script can score it). Items that cannot be used (no annotation, an image that does
+not open, a malformed line) are named on stderr, skipped, and counted in results.json.
+
+--compare takes run folders (or results files), groups runs by configuration and prints a markdown
+table of mean ± std over seeds (sample std). A run's group is its `run_name` config key, else its
+folder name; a trailing _seedN, -seedN, _sN or -sN is removed from it (out/frozen_s0 and
+out/frozen_s1 are two seeds of "frozen"). The seed is the checkpoint config's `seed`.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from prepare_data import TOKENIZERS, chat_tokens, encode, get_tokenizer
+
+SHORT_ANSWER = 'Answer the question using a single word or phrase.'
+TASKS = {'vqav2': 'vqa', 'arc_easy': 'mc', 'shapes_vqa': 'vqa', 'shapes_mc': 'mc'}
+GROUP_OF_KIND = {'vqa': 'vision', 'mc': 'text'}
+SHOW_PROBLEMS = 10  # problems printed per task; all of them are counted
+
+
+class EvalError(ValueError):
+    """A task that cannot run at all (a missing or unreadable file); per-item problems are skipped instead."""
+
+
+# -----------------------------------------------------------------------------
+# VQA accuracy, as the official VQA evaluation computes it (vqaEval.py)
+
+CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
+    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
+    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've",
+    "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's",
+    "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've",
+    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
+    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at",
+    "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's", "shouldve": "should've",
+    "shouldnt": "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd", "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've",
+    "someone'dve": "someone'd've", "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd",
+    "somethingd've": "something'd've", "something'dve": "something'd've", "somethingll": "something'll",
+    "thats": "that's", "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
+    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've", "they'dve": "they'd've",
+    "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas", "wasnt": "wasn't",
+    "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't", "whatll": "what'll",
+    "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
+    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've", "who'dve": "who'd've",
+    "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll", "whyre": "why're", "whys": "why's",
+    "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd",
+    "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're", "youve": "you've",
+}
+NUMBER_WORDS = {'none': '0', 'zero': '0', 'one': '1', 'two': '2', 'three': '3', 'four': '4', 'five': '5',
+                'six': '6', 'seven': '7', 'eight': '8', 'nine': '9', 'ten': '10'}
+ARTICLES = ('a', 'an', 'the')
+PUNCTUATION = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',', '?', '!']
+COMMA_BETWEEN_DIGITS = re.compile(r'(\d)(,)(\d)')
+# The official pattern, kept as published: "(?!<=\d)" is a lookahead, not a lookbehind, so the rule that
+# applies is "a period not followed by a digit".
+PERIOD = re.compile(r'(?!<=\d)(\.)(?!\d)')
+
+
+def normalize_answer(text):
+    """The official VQA answer normalisation: whitespace, punctuation, periods, case, number words,
+    articles, contractions (in that order)."""
+    text = text.replace('\n', ' ').replace('\t', ' ').strip()
+    # punctuation: deleted where it touches a space or when the answer has a comma between digits
+    # ("1,000" -> "1000"), else replaced by a space ("yes/no" -> "yes no"); the test is on the input text
+    out = text
+    strip_all = COMMA_BETWEEN_DIGITS.search(text) is not None
+    for p in PUNCTUATION:
+        if strip_all or p + ' ' in text or ' ' + p in text:
+            out = out.replace(p, '')
+        else:
+            out = out.replace(p, ' ')
+    # the official script passes re.UNICODE (32) where sub() takes its count: at most 32 periods go
+    out = PERIOD.sub('', out, count=re.UNICODE)
+    words = [NUMBER_WORDS.get(w, w) for w in out.lower().split()]
+    words = [CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES]
+    return ' '.join(words)
+
+
+def vqa_accuracy(prediction, answers):
+    """Average over the human answers of min(1, matches among the other answers / 3): with 10 answers,
+    1, 2, 3 and 4+ matches score 0.3, 0.6, 0.9 and 1.0. Prediction and answers are always normalised
+    (the official script skips normalisation when the 10 answers are identical)."""
+    if not answers:
+        raise ValueError("vqa_accuracy needs at least one human answer")
+    prediction = normalize_answer(prediction)
+    matches = [normalize_answer(a) == prediction for a in answers]
+    total = sum(matches)
+    return sum(min(1.0, (total - m) / 3) for m in matches) / len(matches)
+
+
+# -----------------------------------------------------------------------------
+# Stable score
+
+def stable_score(tasks):
+    """Mean over tasks of (acc - chance) / (1 - chance); tasks: [(acc, chance)]. None for no tasks."""
+    tasks = list(tasks)
+    if not tasks:
+        return None
+    return sum((acc - chance) / (1 - chance) for acc, chance in tasks) / len(tasks)
+
+
+# -----------------------------------------------------------------------------
+# Task specs: a name -> its kind and files
+
+def vqa_folder_spec(name, folder):
+    return dict(name=name, kind='vqa', questions=os.path.join(folder, 'questions.json'),
+                annotations=os.path.join(folder, 'annotations.json'), images=os.path.join(folder, 'images'))
+
+
+def task_specs(tasks, args):
+    """The comma-separated --tasks -> [dict(name, kind, files...)] (built-in names or NAME=PATH)."""
+    specs = []
+    for entry in [t.strip() for t in tasks.split(',') if t.strip()]:
+        if '=' in entry:
+            name, path = (s.strip() for s in entry.split('=', 1))
+            if os.path.isdir(path):
+                specs.append(vqa_folder_spec(name, path))
+            elif path.endswith(('.jsonl', '.parquet')):
+                specs.append(dict(name=name, kind='mc', path=path))
+            else:
+                raise EvalError(f"task {entry!r}: {path} is neither a VQA folder (questions.json, annotations.json, "
+                                f"images/) nor a .jsonl / .parquet multiple-choice file")
+        elif entry == 'vqav2':
+            specs.append(dict(name=entry, kind='vqa', questions=args.vqa_questions, annotations=args.vqa_annotations,
+                              images=args.vqa_images))
+        elif entry == 'arc_easy':
+            specs.append(dict(name=entry, kind='mc', path=args.arc_file))
+        elif entry == 'shapes_vqa':
+            specs.append(vqa_folder_spec(entry, os.path.join(args.shapes_root, 'vqa')))
+        elif entry == 'shapes_mc':
+            specs.append(dict(name=entry, kind='mc', path=os.path.join(args.shapes_root, 'text_mc', 'arc_shapes.jsonl')))
+        else:
+            raise EvalError(f"unknown task {entry!r}: the built-in tasks are {', '.join(TASKS)}; "
+                            f"other sets are given as NAME=PATH")
+    names = [s['name'] for s in specs]
+    if len(set(names)) != len(names):
+        raise EvalError(f"a task is listed twice in --tasks: {names}")
+    return specs
+
+
+def subset(n, limit, seed):
+    """Indices of a fixed, seeded subset of `limit` out of n (all of them when limit is 0 or >= n), in order."""
+    if not limit or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), limit))
+
+
+def read_json(path, what):
+    if not os.path.isfile(path):
+        raise EvalError(f"{what} file not found: {path}")
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EvalError(f"{path}: not a valid JSON file ({e})") from None
+
+
+def json_list(path, data, key):
+    """The list of a VQAv2 file: under `key` of the top-level object (or the top level itself)."""
+    if isinstance(data, dict):
+        if key not in data:
+            raise EvalError(f"{path}: no '{key}' key (keys: {', '.join(list(data)[:8])})")
+        data = data[key]
+    if not isinstance(data, list):
+        raise EvalError(f"{path}: '{key}' must be a list, got {type(data).__name__}")
+    return data
+
+
+# -----------------------------------------------------------------------------
+# Open-ended VQA data: questions + annotations (+ images) -> items
+
+def image_path(images_dir, names, image_id):
+    folder = os.path.basename(os.path.normpath(images_dir))
+    for name in (f"COCO_val2014_{image_id:012d}.jpg", f"COCO_{folder}_{image_id:012d}.jpg",
+                 f"{image_id:012d}.png", f"{image_id:012d}.jpg"):
+        if name in names:
+            return os.path.join(images_dir, name)
+    return None
+
+
+def load_vqa(questions_path, annotations_path, images_dir=None, limit=0, seed=0):
+    """VQAv2-layout files -> (items, problems). An item: question_id, image_id, question, answers (the
+    human answers), answer_type, image (a path; None when images_dir is None: scoring a results file).
+    The subset (--limit) is drawn from the questions as listed, so it does not depend on what is skipped."""
+    questions = json_list(questions_path, read_json(questions_path, 'VQA questions'), 'questions')
+    annotations = json_list(annotations_path, read_json(annotations_path, 'VQA annotations'), 'annotations')
+    names = None
+    if images_dir is not None:
+        if not os.path.isdir(images_dir):
+            raise EvalError(f"VQA image folder not found: {images_dir}")
+        names = set(os.listdir(images_dir))
+    problems = []
+    by_question = {}
+    for i, a in enumerate(annotations):
+        if not isinstance(a, dict) or 'question_id' not in a:
+            problems.append(f"{annotations_path}: annotation {i} has no question_id")
+            continue
+        by_question[a['question_id']] = a
+    items = []
+    for i in subset(len(questions), limit, seed):
+        q = questions[i]
+        missing = [k for k in ('question_id', 'image_id', 'question') if not isinstance(q, dict) or k not in q]
+        if missing:
+            problems.append(f"{questions_path}: question {i} has no {', '.join(missing)}")
+            continue
+        qid = q['question_id']
+        a = by_question.get(qid)
+        if a is None:
+            problems.append(f"question_id {qid}: no annotation in {annotations_path}")
+            continue
+        answers = [x.get('answer') for x in a.get('answers') or [] if isinstance(x, dict)]
+        if not answers or not all(isinstance(x, str) for x in answers):
+            problems.append(f"question_id {qid}: the annotation in {annotations_path} has no usable 'answers'")
+            continue
+        if not isinstance(q['question'], str) or not isinstance(q['image_id'], int):
+            problems.append(f"question_id {qid}: 'question' must be text and 'image_id' an integer in {questions_path}")
+            continue
+        path = None
+        if names is not None:
+            path = image_path(images_dir, names, q['image_id'])
+            if path is None:
+                problems.append(f"question_id {qid}: no image for image_id {q['image_id']} in {images_dir}")
+                continue
+        items.append(dict(question_id=qid, image_id=q['image_id'], question=q['question'], answers=answers,
+                          answer_type=a.get('answer_type', 'other'), image=path))
+    return items, problems
+
+
+def load_predictions(path):
+    """An official VQA results file [{"question_id", "answer"}] -> ({question_id: answer}, problems)."""
+    data = read_json(path, 'VQA predictions')
+    if not isinstance(data, list):
+        raise EvalError(f"{path}: a VQA results file is a list of {{\"question_id\", \"answer\"}}, "
+                        f"got {type(data).__name__}")
+    predictions, problems = {}, []
+    for i, p in enumerate(data):
+        if not isinstance(p, dict) or 'question_id' not in p or not isinstance(p.get('answer'), str):
+            problems.append(f"{path}: entry {i} is not {{\"question_id\", \"answer\": text}}")
+        elif p['question_id'] in predictions:
+            problems.append(f"{path}: question_id {p['question_id']} is answered twice; the first answer counts")
+        else:
+            predictions[p['question_id']] = p['answer']
+    return predictions, problems
+
+
+# -----------------------------------------------------------------------------
+# Open-ended VQA with the model: chat prompt after the image positions, batched greedy generation
+
+def vqa_prompt(enc, question, num_patches):
+    """<|endoftext|> + num_patches x <|image|> + "User: <question>\\n<SHORT_ANSWER>\\nAssistant:"."""
+    return chat_tokens(enc, [('user', f"{question}\n{SHORT_ANSWER}")], n_image=num_patches)[0]
+
+
+@torch.no_grad()
+def generate_batch(model, prompts, images, max_new_tokens, eot_id):
+    """Greedy answers to prompts of any lengths in one left-padded batch. prompts: lists of ids;
+    images uint8 (B, S, S, 3). The padding has doc id 0 and the prompt 1, so no prompt token attends to
+    it. Returns the new tokens of each row, cut before the first <|endoftext|>.
+    Each row gets min(max_new_tokens, block_size - its length) tokens, whatever else is in the batch:
+    rows that would lose room to a longer prompt go to a batch of their own."""
+    device = model.lm.output.weight.device
+    block_size = model.lm.config.block_size
+    B, width = len(prompts), max(len(p) for p in prompts)
+    limits = [min(max_new_tokens, block_size - len(p)) for p in prompts]
+    if min(limits) < 1:
+        raise ValueError(f"a prompt of {width} tokens leaves no room in block_size {block_size}")
+    short = [i for i in range(B) if limits[i] > block_size - width]  # shorter prompts, so the recursion ends
+    if short:
+        rest = [i for i in range(B) if i not in short]
+        done = dict(zip(short, generate_batch(model, [prompts[i] for i in short], images[short], max_new_tokens, eot_id)))
+        done.update(zip(rest, generate_batch(model, [prompts[i] for i in rest], images[rest], max_new_tokens, eot_id)))
+        return [done[i] for i in range(B)]
+    max_new = max(limits)
+    idx = torch.full((B, width), eot_id, dtype=torch.long)  # any id but <|image|>: padding is never attended
+    doc_ids = torch.zeros((B, width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        idx[i, width - len(p):] = torch.tensor(p)
+        doc_ids[i, width - len(p):] = 1
+    padded = any(len(p) < width for p in prompts)
+    out = model.generate(idx.to(device), images.to(device), torch.ones(B, dtype=torch.bool, device=device),
+                         max_new, doc_ids=doc_ids.to(device) if padded else None, temperature=0.0,
+                         stop_token=eot_id)  # (B, <= max_new)
+    rows = [row[:limit] for row, limit in zip(out.tolist(), limits)]
+    return [row[:row.index(eot_id)] if eot_id in row else row for row in rows]
+
+
+def answer_questions(model, enc, items, batch_size, max_new_tokens, problems, desc='vqa'):
+    """Greedy answers {question_id: text}; an item whose image does not open or whose prompt does not
+    fit is named in `problems` and left out."""
+    from vision import ImageError, preprocess
+    eot_id = TOKENIZERS[enc.name]['eot_id']
+    size, block_size = model.vision.cfg.image_size, model.lm.config.block_size
+    answers = {}
+    with tqdm(total=len(items), desc=desc, unit='q', dynamic_ncols=True) as bar:
+        for start in range(0, len(items), batch_size):
+            batch = items[start:start + batch_size]
+            prompts, images, ids, decoded = [], [], [], {}
+            for it in batch:
+                prompt = vqa_prompt(enc, it['question'], model.num_patches)
+                if len(prompt) >= block_size:
+                    problems.append(f"question_id {it['question_id']}: the prompt ({len(prompt)} tokens) does not fit "
+                                    f"block_size {block_size}")
+                    continue
+                if it['image'] not in decoded:
+                    try:
+                        decoded[it['image']] = torch.from_numpy(preprocess(it['image'], size))
+                    except ImageError as e:
+                        decoded[it['image']] = e
+                if isinstance(decoded[it['image']], ImageError):
+                    problems.append(f"question_id {it['question_id']}: {decoded[it['image']]}")
+                    continue
+                prompts.append(prompt)
+                images.append(decoded[it['image']])
+                ids.append(it['question_id'])
+            if prompts:
+                rows = generate_batch(model, prompts, torch.stack(images), max_new_tokens, eot_id)
+                for qid, row in zip(ids, rows):
+                    # ids past the tokenizer's (the padded rows of the vocabulary) have no text
+                    answers[qid] = enc.decode([t for t in row if t < enc.n_vocab]).strip()
+            bar.update(len(batch))
+    return answers
+
+
+def score_vqa(items, predictions):
+    """VQA accuracy over the items that have a prediction, overall and per answer type."""
+    per_type, scores = {}, []
+    for it in items:
+        if it['question_id'] not in predictions:
+            continue
+        acc = vqa_accuracy(predictions[it['question_id']], it['answers'])
+        scores.append(acc)
+        per_type.setdefault(it['answer_type'], []).append(acc)
+    return dict(acc=sum(scores) / len(scores) if scores else None, chance=0.0, n=len(scores),
+                by_answer_type={t: dict(acc=sum(s) / len(s), n=len(s)) for t, s in sorted(per_type.items())})
+
+
+# -----------------------------------------------------------------------------
+# Multiple-choice data: AI2 ARC JSONL, HF ARC (parquet or JSONL), or the generic JSONL
+
+def mc_item(record, where):
+    """One record -> dict(id, query, choices, gold); raises ValueError saying what is wrong."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: a record must be a JSON object")
+    if 'query' in record:  # generic: the prompt as given
+        query, choices, gold = record['query'], record.get('choices'), record.get('gold')
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise ValueError(f"{where}: 'choices' must be a list of texts")
+        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
+            raise ValueError(f"{where}: 'gold' must be an index into the {len(choices)} choices, got {gold!r}")
+    else:
+        question, key = record.get('question'), record.get('answerKey')
+        if isinstance(question, dict):  # AI2: question.stem, question.choices [{text, label}]
+            stem, listed = question.get('stem'), question.get('choices')
+            if not isinstance(listed, list) or not all(isinstance(c, dict) for c in listed):
+                raise ValueError(f"{where}: 'question.choices' must be a list of {{text, label}}")
+            texts, labels = [c.get('text') for c in listed], [c.get('label') for c in listed]
+        elif isinstance(question, str):  # HF: question, choices {text: [...], label: [...]}
+            stem, listed = question, record.get('choices')
+            if not isinstance(listed, dict):
+                raise ValueError(f"{where}: 'choices' must be {{text: [...], label: [...]}}")
+            texts, labels = list(listed.get('text') or []), list(listed.get('label') or [])
+        else:
+            raise ValueError(f"{where}: neither an ARC record (question, answerKey) nor a generic one (query, choices, gold)")
+        if not isinstance(stem, str):
+            raise ValueError(f"{where}: the question stem must be text")
+        if len(texts) != len(labels) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"{where}: every choice needs a text and a label")
+        labels = [str(l) for l in labels]
+        if str(key) not in labels:
+            raise ValueError(f"{where}: answerKey {key!r} is not one of the labels {labels}")
+        query, choices, gold = f"Question: {stem}\nAnswer:", texts, labels.index(str(key))
+    if not isinstance(query, str):
+        raise ValueError(f"{where}: the query must be text")
+    if len(choices) < 2:
+        raise ValueError(f"{where}: needs at least 2 choices, has {len(choices)}")
+    if any(not c.strip() for c in choices):
+        raise ValueError(f"{where}: a choice is empty")
+    return dict(id=record.get('id'), query=query, choices=choices, gold=gold)
+
+
+def mc_records(path):
+    """[(where, record or ValueError)] of a .jsonl or .parquet file."""
+    if not os.path.isfile(path):
+        raise EvalError(f"multiple-choice file not found: {path}")
+    if path.endswith('.parquet'):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise EvalError(f"reading {path} needs the 'pyarrow' package: pip install pyarrow") from None
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except Exception as e:
+            raise EvalError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+        return [(f"{path}: row {i}", row) for i, row in enumerate(rows)]
+    records = []
+    with open(path, 'rb') as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append((f"{path}:{n}", json.loads(line.decode('utf-8'))))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                records.append((f"{path}:{n}", ValueError(f"{path}:{n}: not a valid JSON line ({e})")))
+    return records
+
+
+def load_mc(path, limit=0, seed=0):
+    """A multiple-choice file -> (items, problems); the subset is drawn from the records as listed."""
+    records = mc_records(path)
+    items, problems = [], []
+    for i in subset(len(records), limit, seed):
+        where, record = records[i]
+        try:
+            if isinstance(record, ValueError):
+                raise record
+            items.append(mc_item(record, where))
+        except ValueError as e:
+            problems.append(str(e))
+    return items, problems
+
+
+# -----------------------------------------------------------------------------
+# Multiple choice with the model: summed log-likelihood of " {choice}" after the prompt
+
+def mc_requests(enc, items):
+    """(context, continuation) token lists for every choice of every item, in order; the context
+    starts with <|endoftext|> (the BOS of plain text)."""
+    eot_id = TOKENIZERS[enc.name]['eot_id']
+    requests = []
+    for it in items:
+        context = [eot_id] + encode(enc, it['query'])
+        requests += [(context, encode(enc, ' ' + c)) for c in it['choices']]
+    return requests
+
+
+@torch.no_grad()
+def loglikelihoods(lm, requests, batch_size, pad_id, desc='mc'):
+    """Sum of log p(continuation | context) per request, in right-padded batches (a causal model never
+    looks at the padding after a row). A context that does not fit is cut from the left."""
+    block_size = lm.config.block_size
+    device = lm.output.weight.device
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
+    results = [0.0] * len(requests)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit='batch', dynamic_ncols=True):
+        chunk = order[start:start + batch_size]
+        seqs = [(requests[i][0] + requests[i][1])[-(block_size + 1):] for i in chunk]
+        width = max(len(s) for s in seqs) - 1
+        idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        for row, s in enumerate(seqs):
+            idx[row, :len(s) - 1] = torch.tensor(s[:-1])
+        logits, _ = lm(idx.to(device))  # (B, T, V)
+        for row, (i, s) in enumerate(zip(chunk, seqs)):
+            n, end = len(requests[i][1]), len(s) - 1
+            logp = F.log_softmax(logits[row, end - n:end].float(), dim=-1)  # (n, V): positions predicting the continuation
+            target = torch.tensor(s[-n:], device=logp.device)
+            results[i] = logp.gather(1, target[:, None]).sum().item()
+    return results
+
+
+def score_mc(items, lls):
+    """acc (argmax of the summed log-likelihood), acc_norm (argmax of log-likelihood / characters of the
+    choice, without the leading space), chance (mean of 1 / #choices). lls: per item, one value per choice."""
+    if not items:
+        return dict(acc=None, acc_norm=None, chance=None, n=0), []
+    acc = acc_norm = chance = 0.0
+    predictions = []
+    for it, ll in zip(items, lls):
+        if len(ll) != len(it['choices']):
+            raise ValueError(f"item {it.get('id')}: {len(ll)} log-likelihoods for {len(it['choices'])} choices")
+        pred = max(range(len(ll)), key=lambda k: ll[k])  # the first on a tie
+        pred_norm = max(range(len(ll)), key=lambda k: ll[k] / len(it['choices'][k]))
+        acc += pred == it['gold']
+        acc_norm += pred_norm == it['gold']
+        chance += 1 / len(ll)
+        predictions.append(dict(id=it.get('id'), prediction=pred, prediction_norm=pred_norm, gold=it['gold'],
+                                loglikelihoods=list(ll)))
+    n = len(items)
+    return dict(acc=acc / n, acc_norm=acc_norm / n, chance=chance / n, n=n), predictions
+
+
+def mc_loglikelihoods(lm, enc, items, batch_size, desc='mc'):
+    """Per item, the summed log-likelihood of each choice."""
+    flat = loglikelihoods(lm, mc_requests(enc, items), batch_size, TOKENIZERS[enc.name]['eot_id'], desc)
+    out, pos = [], 0
+    for it in items:
+        out.append(flat[pos:pos + len(it['choices'])])
+        pos += len(it['choices'])
+    return out
+
+
+# -----------------------------------------------------------------------------
+# Evaluating a checkpoint: results.json, prediction files, the printed table
+
+def output_paths(ckpt_path):
+    """results.json beside ckpt.pt (results_{stem}.json beside any other checkpoint) and a prediction
+    file name per task."""
+    folder, stem = os.path.dirname(os.path.abspath(ckpt_path)), os.path.splitext(os.path.basename(ckpt_path))[0]
+    suffix = '' if stem == 'ckpt' else f"_{stem}"
+    return os.path.join(folder, f"results{suffix}.json"), lambda task: os.path.join(folder, f"predictions_{task}{suffix}.json")
+
+
+def run_group(name):
+    """The configuration a run belongs to: its name without a trailing _seedN, -seedN, _sN or -sN."""
+    return re.sub(r'[_-](seed|s)\d+$', '', name) or name
+
+
+def write_json(path, obj):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def report(name, problems):
+    for p in problems[:SHOW_PROBLEMS]:
+        tqdm.write(f"[{name}] skipped: {p}", file=sys.stderr)
+    if len(problems) > SHOW_PROBLEMS:
+        tqdm.write(f"[{name}] ... and {len(problems) - SHOW_PROBLEMS} more skipped (all counted in results.json)",
+                   file=sys.stderr)
+
+
+def load_task(spec, limit, seed, with_images=True):
+    if spec['kind'] == 'vqa':
+        return load_vqa(spec['questions'], spec['annotations'], spec['images'] if with_images else None, limit, seed)
+    return load_mc(spec['path'], limit, seed)
+
+
+def task_result(spec, metrics, problems):
+    """One task's entry of results.json; `score` is its (acc - chance) / (1 - chance)."""
+    entry = dict(kind=spec['kind'], group=GROUP_OF_KIND[spec['kind']], **metrics, skipped=len(problems),
+                 skipped_examples=problems[:50])
+    entry['score'] = None if metrics.get('acc') is None else stable_score([(metrics['acc'], metrics['chance'])])
+    return entry
+
+
+def with_stable_scores(results):
+    for group in ('vision', 'text'):
+        scored = [(t['acc'], t['chance']) for t in results['tasks'].values()
+                  if t['group'] == group and t.get('acc') is not None]
+        results[f"{group}_stable_score"] = stable_score(scored)
+    return results
+
+
+def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, device='cpu', dtype='float32'):
+    """Load every task's data (a missing file fails here, before the model loads), then the model;
+    run each task. Returns (results dict, {task: predictions to write})."""
+    from model import VLM, model_from_checkpoint
+    data = {s['name']: load_task(s, limit, seed) for s in specs}
+    try:
+        model, checkpoint = model_from_checkpoint(ckpt, device)
+    except ValueError as e:  # load_checkpoint names the file and the cause
+        raise EvalError(str(e)) from None
+    if dtype != 'float32':
+        model = model.to(getattr(torch, dtype))
+    enc = get_tokenizer(checkpoint['tokenizer'])
+    config = checkpoint.get('config') or {}
+    run = config.get('run_name') or os.path.basename(os.path.dirname(os.path.abspath(ckpt)))
+    results = dict(checkpoint=os.path.abspath(ckpt), step=checkpoint.get('step'), run=run, group=run_group(run),
+                   seed=config.get('seed'), tokenizer=checkpoint['tokenizer'], limit=limit, subset_seed=seed, tasks={})
+    predictions = {}
+    lm = model.lm if isinstance(model, VLM) else model
+    for spec in specs:
+        name = spec['name']
+        items, problems = data[name]
+        if spec['kind'] == 'vqa':
+            if not isinstance(model, VLM):
+                tqdm.write(f"[{name}] not run: {ckpt} holds a text-only model", file=sys.stderr)
+                results['tasks'][name] = dict(kind='vqa', group='vision', acc=None, chance=0.0, n=0, score=None,
+                                              skipped=len(items) + len(problems), not_run='text-only checkpoint')
+                continue
+            answers = answer_questions(model, enc, items, batch_size, max_new_tokens, problems, desc=name)
+            metrics = score_vqa(items, answers)
+            predictions[name] = [dict(question_id=it['question_id'], answer=answers[it['question_id']])
+                                 for it in items if it['question_id'] in answers]
+        else:
+            fit = []
+            for it in items:
+                if all(len(c) < lm.config.block_size for _, c in mc_requests(enc, [it])):
+                    fit.append(it)
+                else:
+                    problems.append(f"item {it['id']}: a choice is longer than block_size {lm.config.block_size} tokens")
+            items = fit
+            lls = mc_loglikelihoods(lm, enc, items, batch_size, desc=name)
+            metrics, predictions[name] = score_mc(items, lls)
+        report(name, problems)
+        results['tasks'][name] = task_result(spec, metrics, problems)
+    return with_stable_scores(results), predictions
+
+
+def score_predictions(spec, predictions_path, limit=0, seed=0):
+    """Score an official-format VQA results file against a task's annotations (no model)."""
+    items, problems = load_task(spec, limit, seed, with_images=False)
+    predictions, bad = load_predictions(predictions_path)
+    problems += bad
+    problems += [f"question_id {it['question_id']}: no prediction in {predictions_path}"
+                 for it in items if it['question_id'] not in predictions]
+    report(spec['name'], problems)
+    results = dict(predictions=os.path.abspath(predictions_path), limit=limit, subset_seed=seed,
+                   tasks={spec['name']: task_result(spec, score_vqa(items, predictions), problems)})
+    return with_stable_scores(results)
+
+
+def pct(x, digits=1):
+    return '-' if x is None else f"{100 * x:.{digits}f}"
+
+
+def format_results(results):
+    lines = ["| task | kind | n | skipped | acc | acc_norm | chance | score |", "|---|---|---|---|---|---|---|---|"]
+    for name, t in results['tasks'].items():
+        lines.append(f"| {name} | {t['kind']} | {t['n']} | {t['skipped']} | {pct(t['acc'])} | "
+                     f"{pct(t.get('acc_norm'))} | {pct(t['chance'])} | {pct(t['score'])} |")
+        for answer_type, a in (t.get('by_answer_type') or {}).items():
+            lines.append(f"|   {answer_type} | | {a['n']} | | {pct(a['acc'])} | | | |")
+    lines.append(f"\nVision Stable Score: {pct(results['vision_stable_score'])}   "
+                 f"Text Stable Score: {pct(results['text_stable_score'])}")
+    return '\n'.join(lines)
+
+
+# -----------------------------------------------------------------------------
+# Comparing runs: mean ± std over seeds per configuration, a markdown table and a bar chart
+
+TASK_TITLES = {'vqav2': 'VQAv2', 'arc_easy': 'ARC-easy', 'shapes_vqa': 'VQA (shapes)', 'shapes_mc': 'MC (shapes)'}
+
+
+def load_results(path):
+    """A run folder, a checkpoint or a results file -> (results dict, where it was read)."""
+    if os.path.isdir(path):
+        file = os.path.join(path, 'results.json')
+    elif path.endswith('.pt'):
+        file = output_paths(path)[0]
+    elif os.path.isfile(path):
+        file = path
+    else:
+        raise EvalError(f"{path}: no such run folder, checkpoint or results file")
+    if not os.path.isfile(file):
+        raise EvalError(f"{path}: no {os.path.basename(file)} (run eval.py --ckpt on its checkpoint first)")
+    results = read_json(file, 'results')
+    if not isinstance(results, dict) or not isinstance(results.get('tasks'), dict):
+        raise EvalError(f"{file}: not a results.json written by eval.py")
+    return results, file
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, 0
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return mean, std, len(values)
+
+
+def compare(paths):
+    """Group runs by configuration -> (columns, rows): rows of (group, seeds, {column: (mean, std, n)})."""
+    runs = [load_results(p) for p in paths]
+    every = {name: t['kind'] for r, _ in runs for name, t in r['tasks'].items()}
+    vqa = next((n for n in ('vqav2', 'shapes_vqa') if n in every), next((n for n, k in every.items() if k == 'vqa'), None))
+    mc = next((n for n in ('arc_easy', 'shapes_mc') if n in every), next((n for n, k in every.items() if k == 'mc'), None))
+    columns = [('Vision Stable', 'vision_stable_score'), ('Text Stable', 'text_stable_score')]
+    columns += [(TASK_TITLES.get(n, n), n) for n in (vqa, mc) if n is not None]
+    groups = {}
+    for results, file in runs:
+        group = results.get('group') or run_group(os.path.basename(os.path.dirname(os.path.abspath(file))))
+        groups.setdefault(group, []).append(results)
+    rows = []
+    for group, members in groups.items():
+        stats = {}
+        for title, key in columns:
+            if key.endswith('stable_score'):
+                values = [r.get(key) for r in members]
+            else:
+                values = [r['tasks'].get(key, {}).get('acc') for r in members]
+            stats[title] = mean_std(values)
+        rows.append((group, [r.get('seed') for r in members], stats))
+    return [title for title, _ in columns], rows
+
+
+def format_compare(columns, rows):
+    def cell(stat):
+        mean, std, n = stat
+        if mean is None:
+            return '-'
+        return f"{100 * mean:.1f} ± {100 * std:.1f}" if std is not None else f"{100 * mean:.1f}"
+    lines = ['| config | seeds | ' + ' | '.join(columns) + ' |', '|---|---|' + '---|' * len(columns)]
+    for group, seeds, stats in rows:
+        seed_text = ','.join('?' if s is None else str(s) for s in seeds)
+        lines.append(f"| {group} | {len(seeds)} ({seed_text}) | " + ' | '.join(cell(stats[c]) for c in columns) + ' |')
+    return '\n'.join(lines)
+
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def plot_compare(columns, rows, path):
+    """Grouped bar chart (one group of bars per metric, one bar per configuration, std as error bars)."""
+    from PIL import Image, ImageDraw, ImageFont
+    font = ImageFont.load_default()
+    bar, gap, left, top, height = 26, 40, 70, 40, 300
+    width = left + len(columns) * (len(rows) * bar + gap) + 20
+    legend_h = 16 * len(rows) + 10
+    image = Image.new('RGB', (max(width, 360), top + height + 40 + legend_h), 'white')
+    draw = ImageDraw.Draw(image)
+    values = [100 * v for _, _, stats in rows for m, s, _ in stats.values() if m is not None
+              for v in (m - (s or 0), m + (s or 0))]
+    lo, hi = min(values + [0.0]), max(values + [0.0])
+    hi = hi + 0.05 * (hi - lo) if hi > lo else lo + 1.0
+    y = lambda v: top + height - (v - lo) / (hi - lo) * height
+    step = 10 ** math.floor(math.log10((hi - lo) / 2)) if hi > lo else 1.0
+    tick = math.ceil(lo / step) * step
+    while tick <= hi:  # horizontal grid with labels
+        draw.line([(left, y(tick)), (width - 20, y(tick))], fill=(225, 225, 225))
+        draw.text((5, y(tick) - 6), f"{tick:g}", fill='black', font=font)
+        tick += step
+    draw.line([(left, y(0)), (width - 20, y(0))], fill='black')
+    draw.line([(left, top), (left, top + height)], fill='black')
+    draw.text((left, 10), 'mean ± std over seeds (percent)', fill='black', font=font)
+    for c, column in enumerate(columns):
+        x0 = left + gap / 2 + c * (len(rows) * bar + gap)
+        for r, (_, _, stats) in enumerate(rows):
+            mean, std, _ = stats[column]
+            if mean is None:
+                continue
+            x = x0 + r * bar
+            v = 100 * mean
+            draw.rectangle([x + 2, min(y(v), y(0)), x + bar - 2, max(y(v), y(0))], fill=PALETTE[r % len(PALETTE)])
+            if std is not None:
+                cx, s = x + bar / 2, 100 * std
+                draw.line([(cx, y(v - s)), (cx, y(v + s))], fill='black')
+                draw.line([(cx - 4, y(v + s)), (cx + 4, y(v + s))], fill='black')
+                draw.line([(cx - 4, y(v - s)), (cx + 4, y(v - s))], fill='black')
+        draw.text((x0, top + height + 8), column, fill='black', font=font)
+    for r, (group, seeds, _) in enumerate(rows):
+        ly = top + height + 36 + 16 * r
+        draw.rectangle([left, ly, left + 10, ly + 10], fill=PALETTE[r % len(PALETTE)])
+        draw.text((left + 16, ly - 1), f"{group} ({len(seeds)} seed{'' if len(seeds) == 1 else 's'})", fill='black',
+                  font=font)
+    image.save(path)
+
+
+# -----------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument('--ckpt', help="checkpoint to evaluate")
+    what.add_argument('--predictions', help="an official-format VQA results file to score (one VQA task in --tasks)")
+    what.add_argument('--compare', nargs='+', metavar='RUN', help="run folders (or results files) to compare")
+    parser.add_argument('--tasks', default='shapes_vqa,shapes_mc', help="comma-separated task names or NAME=PATH")
+    parser.add_argument('--vqa_questions', default='data/vqav2/v2_OpenEnded_mscoco_val2014_questions.json')
+    parser.add_argument('--vqa_annotations', default='data/vqav2/v2_mscoco_val2014_annotations.json')
+    parser.add_argument('--vqa_images', default='data/vqav2/val2014')
+    parser.add_argument('--arc_file', default='data/arc/ARC-Easy-Test.jsonl', help="ARC-Easy .jsonl (AI2) or .parquet (HF)")
+    parser.add_argument('--shapes_root', default='data/shapes/raw', help="the folder shapes.py wrote (prepare_data.py shapes writes it to OUT/raw)")
+    parser.add_argument('--limit', type=int, default=0, help="a fixed, seeded subset of N items per task (0 = all)")
+    parser.add_argument('--seed', type=int, default=0, help="seed of the --limit subset")
+    parser.add_argument('--batch_size', type=int, default=32)
+    parser.add_argument('--max_new_tokens', type=int, default=16, help="longest VQA answer, in tokens")
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
+                        help="weights dtype (float32 uses TF32 matmuls on CUDA; bfloat16 is faster but rounds "
+                             "the log-likelihoods that multiple choice compares)")
+    parser.add_argument('--out', default=None, help="results file (default: beside the checkpoint / predictions file)")
+    parser.add_argument('--plot', default=None, help="with --compare: write a bar chart PNG here")
+    args = parser.parse_args(argv)
+    if args.limit < 0 or args.batch_size < 1 or args.max_new_tokens < 1:
+        parser.error("--limit must be >= 0, --batch_size and --max_new_tokens >= 1")
+    if args.plot and not args.compare:
+        parser.error("--plot goes with --compare")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.compare:
+            columns, rows = compare(args.compare)
+            print(format_compare(columns, rows))
+            if args.plot:
+                plot_compare(columns, rows, args.plot)
+                print(f"wrote {args.plot}")
+            return columns, rows
+        specs = task_specs(args.tasks, args)
+        if args.predictions:
+            vqa = [s for s in specs if s['kind'] == 'vqa']
+            if len(vqa) != 1:
+                raise EvalError(f"--predictions scores one open-ended VQA task; --tasks names {len(vqa)}")
+            results = score_predictions(vqa[0], args.predictions, args.limit, args.seed)
+            out = args.out or os.path.splitext(args.predictions)[0] + '_scores.json'
+        else:
+            if args.device.startswith('cuda'):
+                torch.backends.cuda.matmul.allow_tf32 = True
+                torch.backends.cudnn.allow_tf32 = True
+            results, predictions = evaluate(args.ckpt, specs, args.limit, args.seed, args.batch_size,
+                                            args.max_new_tokens, args.device, args.dtype)
+            out, prediction_path = output_paths(args.ckpt)
+            out = args.out or out
+            for name, preds in predictions.items():
+                write_json(prediction_path(name), preds)
+                results['tasks'][name]['predictions'] = prediction_path(name)
+    except (EvalError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    write_json(out, results)
+    print(format_results(results))
+    print(f"wrote {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import eval as ev
+import sample
+from model import LM, VLM, LMConfig, lm_config, vlm_args
+from prepare_data import TOKENIZERS, chat_tokens, encode, get_tokenizer
+from vision import SiglipConfig
+
+EOT = TOKENIZERS['bytes']['eot_id']
+IMAGE = TOKENIZERS['bytes']['image_id']
+VISION = SiglipConfig(image_size=12, patch_size=4, width=24, depth=3, heads=2, mlp_dim=48)  # 9 patches
+COLORS = {'red': (220, 30, 30), 'green': (30, 190, 40), 'blue': (30, 40, 220), 'yellow': (230, 220, 30)}
+QUESTION = "what colour is this?"
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    # the models here are tiny: extra threads only add synchronisation (10-100x slower on a busy machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -----------------------------------------------------------------------------
+# the VQA metric, against the published rules
+
+@pytest.mark.parametrize('raw, expected', [
+    ('two', '2'), ('None', '0'), ('ten', '10'), ('eleven', 'eleven'), ('Zero dogs', '0 dogs'),  # number words
+    ('a dog', 'dog'), ('An apple', 'apple'), ('the cat', 'cat'), ('theater', 'theater'),  # articles
+    ('yes/no', 'yes no'), ('t-shirt', 't shirt'), ('red, white', 'red white'), ('left ;right', 'left right'),
+    ('1,000', '1000'), ('t-shirt 1,5', 'tshirt 15'),  # a comma between digits: all punctuation is deleted
+    ('yes.', 'yes'), ('3.5', '3.5'), ('mr. smith', 'mr smith'), ('1.5.', '1.5'),  # periods
+    ('dont', "don't"), ('Isnt', "isn't"), ('whats up', "what's up"), ("don't", "don't"),  # contractions
+    ('yes\nno', 'yes no'), ('\tRed \n', 'red'), ('  Two  Dogs ', '2 dogs'),  # newlines, tabs, spaces, case
+])
+def test_normalize_answer_follows_the_official_rules(raw, expected):
+    assert ev.normalize_answer(raw) == expected
+
+
+@pytest.mark.parametrize('matches, expected', [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (7, 1.0), (10, 1.0)])
+def test_vqa_accuracy_is_the_leave_one_out_average(matches, expected):
+    answers = ['cat'] * matches + ['dog'] * (10 - matches)
+    assert ev.vqa_accuracy('cat', answers) == pytest.approx(expected)
+
+
+def test_vqa_accuracy_normalizes_prediction_and_answers_every_time():
+    assert ev.vqa_accuracy('Yes', ['yes'] * 10) == 1.0  # the documented deviation from the official script
+    assert ev.vqa_accuracy('Two.', ['2'] * 2 + ['three'] * 8) == pytest.approx(0.6)
+    assert ev.vqa_accuracy('3', ['2'] * 2 + ['three'] * 8) == 1.0
+    with pytest.raises(ValueError):
+        ev.vqa_accuracy('yes', [])
+
+
+def test_stable_scores_hand_computed():
+    # (0.5 - 0.25) / 0.75 = 1/3 and (0.8 - 0) / 1 = 0.8 -> mean 0.5666...
+    assert ev.stable_score([(0.5, 0.25), (0.8, 0.0)]) == pytest.approx((1 / 3 + 0.8) / 2)
+    assert ev.stable_score([(0.25, 0.25)]) == 0.0  # at chance
+    assert ev.stable_score([(0.2, 1 / 3)]) == pytest.approx(-0.2)  # below chance is negative
+    assert ev.stable_score([]) is None
+
+
+# -----------------------------------------------------------------------------
+# multiple choice: readers and scores from given log-likelihoods
+
+def test_acc_and_acc_norm_from_given_loglikelihoods():
+    items = [dict(id='a', query='q', choices=['x', 'longer choice'], gold=1),      # -2 vs -6.5: acc 0; per char -2 vs -0.5: norm 1
+             dict(id='b', query='q', choices=['ab', 'cd', 'ef'], gold=0),          # both pick 0
+             dict(id='c', query='q', choices=['one', 'two', 'six', 'ten'], gold=3)]  # both pick 2
+    lls = [[-2.0, -6.5], [-1.0, -3.0, -5.0], [-9.0, -8.0, -1.0, -4.0]]
+    metrics, predictions = ev.score_mc(items, lls)
+    assert [p['prediction'] for p in predictions] == [0, 0, 2]
+    assert [p['prediction_norm'] for p in predictions] == [1, 0, 2]
+    assert metrics['acc'] == pytest.approx(1 / 3)
+    assert metrics['acc_norm'] == pytest.approx(2 / 3)
+    assert metrics['chance'] == pytest.approx((1 / 2 + 1 / 3 + 1 / 4) / 3)
+    assert metrics['n'] == 3
+
+
+def arc_record(stem, texts, labels, key, id_='q1'):
+    return {'id': id_, 'question': {'stem': stem, 'choices': [{'text': t, 'label': l} for t, l in zip(texts, labels)]},
+            'answerKey': key}
+
+
+def test_arc_jsonl_labels_and_prompt(tmp_path):
+    path = tmp_path / 'arc.jsonl'
+    rows = [arc_record('Which is hot?', ['ice', 'fire', 'snow'], ['A', 'B', 'C'], 'B', 'q1'),
+            arc_record('How many legs has a cat?', ['2', '4', '6', '8', '3'], ['1', '2', '3', '4', '5'], '2', 'q2')]
+    path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n\n')
+    items, problems = ev.load_mc(str(path))
+    assert problems == []
+    assert items[0] == dict(id='q1', query='Question: Which is hot?\nAnswer:', choices=['ice', 'fire', 'snow'], gold=1)
+    assert items[1]['gold'] == 1 and len(items[1]['choices']) == 5  # numeric labels: '2' is the second choice
+    enc = get_tokenizer('bytes')
+    context, continuation = ev.mc_requests(enc, items[:1])[1]
+    assert context == [EOT] + list(b'Question: Which is hot?\nAnswer:') and continuation == list(b' fire')
+
+
+def test_hf_parquet_and_generic_jsonl_give_the_same_items(tmp_path):
+    pa = pytest.importorskip('pyarrow')
+    import pyarrow.parquet as pq
+    table = pa.table({'id': ['q1'], 'question': ['Which is hot?'],
+                      'choices': [{'text': ['ice', 'fire', 'snow'], 'label': ['A', 'B', 'C']}], 'answerKey': ['B']})
+    pq.write_table(table, tmp_path / 'arc.parquet')
+    items, problems = ev.load_mc(str(tmp_path / 'arc.parquet'))
+    assert problems == []
+    assert items == [dict(id='q1', query='Question: Which is hot?\nAnswer:', choices=['ice', 'fire', 'snow'], gold=1)]
+    generic = tmp_path / 'generic.jsonl'
+    generic.write_text(json.dumps({'id': 'q1', 'query': 'Question: Which is hot?\nAnswer:',
+                                   'choices': ['ice', 'fire', 'snow'], 'gold': 1}) + '\n')
+    assert ev.load_mc(str(generic))[0] == items
+
+
+def test_bad_multiple_choice_lines_are_named_and_skipped(tmp_path):
+    path = tmp_path / 'mc.jsonl'
+    path.write_text('\n'.join([
+        json.dumps({'query': 'Q1', 'choices': ['a', 'b', 'c'], 'gold': 2}),
+        '{"query": "Q2", "choices": ["a", ',                                           # line 2: truncated JSON
+        json.dumps(arc_record('stem', ['x', 'y', 'z'], ['A', 'B', 'C'], 'D')),         # line 3: key not a label
+        json.dumps({'query': 'Q4', 'choices': ['a', 'b'], 'gold': 5}),                # line 4: gold out of range
+        json.dumps({'query': 'Q5', 'choices': ['a', 'b', 'c', 'd'], 'gold': 0}),
+    ]) + '\n')
+    items, problems = ev.load_mc(str(path))
+    assert [it['query'] for it in items] == ['Q1', 'Q5']
+    assert len(problems) == 3
+    assert f"{path}:2: not a valid JSON line" in problems[0]
+    assert f"{path}:3" in problems[1] and "answerKey 'D'" in problems[1]
+    assert f"{path}:4" in problems[2] and "'gold'" in problems[2]
+
+
+def test_batched_loglikelihoods_equal_one_sequence_at_a_time():
+    torch.manual_seed(0)
+    lm = LM(LMConfig(vocab_size=320, block_size=48, n_layer=2, n_head=2, n_embd=32)).eval()
+    g = torch.Generator().manual_seed(1)
+    requests = [(torch.randint(0, 256, (c,), generator=g).tolist(), torch.randint(0, 256, (n,), generator=g).tolist())
+                for c, n in [(5, 1), (12, 4), (3, 7), (20, 2), (9, 9)]]
+    batched = ev.loglikelihoods(lm, requests, batch_size=3, pad_id=EOT)
+    for (context, continuation), got in zip(requests, batched):
+        seq = torch.tensor([context + continuation])
+        logits, _ = lm(seq[:, :-1])
+        targets = torch.full_like(seq[:, 1:], -100)
+        targets[0, -len(continuation):] = seq[0, -len(continuation):]
+        expected = -F.cross_entropy(logits[0], targets[0], ignore_index=-100, reduction='sum').item()
+        assert got == pytest.approx(expected, abs=1e-4)
+
+
+# -----------------------------------------------------------------------------
+# open-ended VQA: batched generation, data reading, bad input
+
+def tiny_vlm(seed=0, block_size=128):
+    torch.manual_seed(seed)
+    return VLM(lm_config('nano', block_size=block_size), VISION, image_id=IMAGE)
+
+
+def test_batched_vqa_generation_equals_one_at_a_time(tmp_path):
+    model = tiny_vlm(seed=3).eval()
+    enc = get_tokenizer('bytes')
+    questions = ['red?', 'what shape is the large object on the left?', 'how many?', 'is it blue or green or red?']
+    prompts = [ev.vqa_prompt(enc, q, model.num_patches) for q in questions]
+    assert len({len(p) for p in prompts}) == 4
+    images = torch.randint(0, 256, (4, 12, 12, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    batched = ev.generate_batch(model, prompts, images, 12, EOT)
+    alone = [ev.generate_batch(model, [p], images[i:i + 1], 12, EOT)[0] for i, p in enumerate(prompts)]
+    assert batched == alone
+    assert all(len(row) > 0 for row in alone)
+    # the longest prompt leaves 128 - 121 = 7 new tokens; the others still get all 12 (a batch of their own)
+    assert len(prompts[1]) == 121 and len(alone[1]) <= 7 and max(len(alone[i]) for i in (0, 2, 3)) == 12
+    # one left-padded batch without the long prompt
+    assert ev.generate_batch(model, [prompts[i] for i in (0, 2, 3)], images[[0, 2, 3]], 12, EOT) == [alone[i] for i in (0, 2, 3)]
+    # the same through answer_questions (image files, decoding), batch of 3 against batch of 1
+    items = []
+    for i, q in enumerate(questions):
+        Image.fromarray(images[i].numpy()).save(tmp_path / f'{i:012d}.png')
+        items.append(dict(question_id=i, question=q, image=str(tmp_path / f'{i:012d}.png')))
+    problems = []
+    assert ev.answer_questions(model, enc, items, 3, 12, problems) == ev.answer_questions(model, enc, items, 1, 12, problems)
+    assert problems == []
+
+
+def write_vqa_set(folder, rows, extra_questions=(), bad_images=()):
+    """rows: (question_id, image_id, question, answers, answer_type, image uint8 or None)."""
+    os.makedirs(folder / 'images', exist_ok=True)
+    questions, annotations = [], []
+    for qid, image_id, question, answers, answer_type, image in rows:
+        questions.append(dict(question_id=qid, image_id=image_id, question=question))
+        annotations.append(dict(question_id=qid, image_id=image_id, answer_type=answer_type,
+                                answers=[dict(answer=a, answer_id=i + 1) for i, a in enumerate(answers)]))
+        if image is not None:
+            Image.fromarray(image).save(folder / 'images' / f'{image_id:012d}.png')
+    questions += [dict(question_id=qid, image_id=image_id, question=QUESTION) for qid, image_id in extra_questions]
+    for image_id in bad_images:
+        (folder / 'images' / f'{image_id:012d}.png').write_bytes(b'this is not a png file')
+    (folder / 'questions.json').write_text(json.dumps({'questions': questions}))
+    (folder / 'annotations.json').write_text(json.dumps({'annotations': annotations}))
+
+
+def solid(color, rng):
+    image = np.array(COLORS[color], dtype=np.int64) + rng.integers(-20, 21, (12, 12, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def test_vqa_reader_finds_images_and_names_what_it_skips(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(1, 1, 'q one', ['red'] * 10, 'other', solid('red', rng)),
+            (2, 2, 'q two', ['blue'] * 10, 'other', None),  # no image file
+            (3, 3, 'q three', ['2'] * 10, 'number', None)]  # image in the COCO name below
+    write_vqa_set(tmp_path, rows, extra_questions=[(4, 1)])  # question 4 has no annotation
+    Image.fromarray(solid('red', rng)).save(tmp_path / 'images' / 'COCO_val2014_000000000003.jpg')
+    items, problems = ev.load_vqa(str(tmp_path / 'questions.json'), str(tmp_path / 'annotations.json'),
+                                  str(tmp_path / 'images'))
+    assert [it['question_id'] for it in items] == [1, 3]
+    assert items[1]['image'].endswith('COCO_val2014_000000000003.jpg') and items[1]['answer_type'] == 'number'
+    assert len(problems) == 2
+    assert 'question_id 2' in problems[0] and 'no image for image_id 2' in problems[0]
+    assert 'question_id 4' in problems[1] and 'no annotation' in problems[1]
+
+
+def test_limit_draws_a_fixed_seeded_subset(tmp_path):
+    rows = [(i, i, f'q{i}', ['red'] * 10, 'other', None) for i in range(1, 21)]
+    write_vqa_set(tmp_path, rows)
+    load = lambda limit, seed: [it['question_id'] for it in ev.load_vqa(
+        str(tmp_path / 'questions.json'), str(tmp_path / 'annotations.json'), None, limit, seed)[0]]
+    first = load(5, 0)
+    assert len(first) == 5 and first == sorted(first) and first == load(5, 0)
+    assert load(5, 1) != first
+    assert load(0, 0) == list(range(1, 21)) == load(50, 0)
+
+
+def test_results_file_missing_questions_and_malformed_entries(tmp_path):
+    rows = [(i, i, f'q{i}', [w] * 10, t, None) for i, (w, t) in enumerate([('yes', 'yes/no'), ('2', 'number'),
+                                                                          ('red', 'other'), ('no', 'yes/no')], 1)]
+    write_vqa_set(tmp_path / 'set', rows)
+    predictions = [{'question_id': 1, 'answer': 'Yes'}, {'question_id': 2, 'answer': 'two'},
+                   {'question_id': 4, 'answer': 'yes'}, {'question_id': 3}]  # 3 has no answer
+    (tmp_path / 'preds.json').write_text(json.dumps(predictions))
+    results = ev.main(['--predictions', str(tmp_path / 'preds.json'), '--tasks', f"myvqa={tmp_path / 'set'}",
+                       '--out', str(tmp_path / 'scores.json')])
+    task = results['tasks']['myvqa']
+    assert task['n'] == 3 and task['skipped'] == 2
+    assert any('entry 3' in p for p in task['skipped_examples'])
+    assert any('question_id 3: no prediction' in p for p in task['skipped_examples'])
+    assert task['acc'] == pytest.approx(2 / 3)
+    assert task['by_answer_type'] == {'number': dict(acc=1.0, n=1), 'yes/no': dict(acc=0.5, n=2)}
+    assert results['vision_stable_score'] == pytest.approx(2 / 3) and results['text_stable_score'] is None
+    assert json.loads((tmp_path / 'scores.json').read_text()) == results
+
+
+def test_a_missing_task_file_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"multiple-choice file not found: .*nothing\.jsonl"):
+        ev.main(['--ckpt', str(tmp_path / 'ckpt.pt'), '--tasks', f"x={tmp_path / 'nothing.jsonl'}"])
+    with pytest.raises(SystemExit, match="unknown task 'vqa3'"):
+        ev.main(['--ckpt', str(tmp_path / 'ckpt.pt'), '--tasks', 'vqa3'])
+
+
+# -----------------------------------------------------------------------------
+# end to end: a tiny VLM trained on a trivially learnable VQA beats chance, an untrained one does not
+
+def training_rows(enc):
+    """Per colour: a VQA row (chat template, loss on the answer) and a caption row (loss on the caption)."""
+    rows = {}
+    for color in COLORS:
+        vqa = chat_tokens(enc, [('user', f"{QUESTION}\n{ev.SHORT_ANSWER}"), ('assistant', color)], n_image=9)
+        caption = [EOT] + [IMAGE] * 9 + encode(enc, color) + [EOT]
+        rows[color] = [vqa, (caption, [0] * 10 + [1] * (len(caption) - 10))]
+    return rows
+
+
+def save_checkpoint(model, path, step):
+    args = vlm_args(model.lm.config, VISION, 'mlp2', -2, IMAGE, True)
+    torch.save(dict(model=model.state_dict(), model_args=args, tokenizer='bytes',
+                    config=dict(seed=0, out_dir=os.path.dirname(path)), step=step), path)
+
+
+@pytest.fixture(scope='module')
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp('runs')
+    enc = get_tokenizer('bytes')
+    model = tiny_vlm(seed=0)
+    os.makedirs(root / 'untrained_s0')
+    save_checkpoint(model, str(root / 'untrained_s0' / 'ckpt.pt'), 0)
+    rows = [r for pair in training_rows(enc).items() for r in [(pair[0], x) for x in pair[1]]]
+    T = max(len(tokens) for _, (tokens, _) in rows)
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), 1e-8, 'cpu')
+    rng = np.random.default_rng(0)
+    model.train()
+    steps = 100
+    for _ in range(steps):
+        pick = rng.integers(0, len(rows), 8)
+        ids, targets, images = [], [], []
+        for k in pick:
+            color, (tokens, mask) = rows[k]
+            pad = T - len(tokens)
+            ids.append(tokens + [EOT] * pad)
+            targets.append([t if m else -100 for t, m in zip(tokens[1:], mask[1:])] + [-100] * (pad + 1))
+            images.append(solid(color, rng))
+        _, loss = model(torch.tensor(ids), torch.tensor(targets), images=torch.from_numpy(np.stack(images)),
+                        has_image=torch.ones(8, dtype=torch.bool))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1
+    os.makedirs(root / 'trained_s0')
+    save_checkpoint(model.eval(), str(root / 'trained_s0' / 'ckpt.pt'), steps)
+
+    # an eval set: 2 questions per colour, plus a question without annotation, an image that will not
+    # open, a malformed JSONL line in the multiple-choice file
+    data = root / 'data'
+    rng = np.random.default_rng(1)
+    vqa_rows = [(100 + i, 100 + i, QUESTION, [color] * 10, 'other', solid(color, rng))
+                for i, color in enumerate(list(COLORS) * 2)]
+    vqa_rows.append((200, 200, QUESTION, ['red'] * 10, 'other', None))  # its image file is garbage
+    write_vqa_set(data / 'vqa', vqa_rows, extra_questions=[(300, 100)], bad_images=[200])
+    mc = [{'id': 'm1', 'query': 'Colour of snow:', 'choices': ['white', 'black', 'green'], 'gold': 0},
+          {'id': 'm2', 'query': 'Two plus two is', 'choices': ['four', 'five', 'six', 'three'], 'gold': 0},
+          {'id': 'm3', 'query': 'The sky is', 'choices': ['blue', 'red'], 'gold': 0}]
+    lines = [json.dumps(r) for r in mc]
+    lines.insert(1, '{"query": "broken", ')
+    (data / 'mc.jsonl').write_text('\n'.join(lines) + '\n')
+    return root, data, mc
+
+
+def reference_mc_accuracy(ckpt, items):
+    """acc from one full forward per choice: an independent check of the batched scorer."""
+    from model import model_from_checkpoint
+    model, _ = model_from_checkpoint(ckpt)
+    enc = get_tokenizer('bytes')
+    correct = 0
+    for it in items:
+        scores = []
+        for choice in it['choices']:
+            context, continuation = [EOT] + encode(enc, it['query']), encode(enc, ' ' + choice)
+            seq = torch.tensor([context + continuation])
+            logp = F.log_softmax(model.lm(seq[:, :-1])[0][0], -1)
+            scores.append(sum(logp[len(context) - 1 + j, t].item() for j, t in enumerate(continuation)))
+        correct += int(np.argmax(scores)) == it['gold']
+    return correct / len(items)
+
+
+def run_eval(root, data, run, capsys=None):
+    tasks = f"colors={data / 'vqa'},facts={data / 'mc.jsonl'}"
+    ev.main(['--ckpt', str(root / run / 'ckpt.pt'), '--tasks', tasks, '--batch_size', '4', '--max_new_tokens', '8'])
+    return json.loads((root / run / 'results.json').read_text())
+
+
+def test_trained_checkpoint_beats_chance_and_untrained_does_not(checkpoints, capsys):
+    root, data, mc = checkpoints
+    trained = run_eval(root, data, 'trained_s0')
+    err = capsys.readouterr().err
+    untrained = run_eval(root, data, 'untrained_s0')
+
+    colors = trained['tasks']['colors']
+    assert colors['kind'] == 'vqa' and colors['group'] == 'vision'
+    assert colors['n'] == 8 and colors['skipped'] == 2  # the garbage image and the question without annotation
+    assert 'question_id 200' in err and 'question_id 300: no annotation' in err
+    assert colors['acc'] > 0.85  # 4 colours: an answerer blind to the image scores 0.25 at best
+    assert untrained['tasks']['colors']['acc'] < 0.1 and untrained['tasks']['colors']['chance'] == 0.0
+    assert trained['vision_stable_score'] == pytest.approx(colors['acc'])
+
+    predictions = json.loads((root / 'trained_s0' / 'predictions_colors.json').read_text())
+    assert len(predictions) == 8 and set(predictions[0]) == {'question_id', 'answer'}
+    assert sum(p['answer'] == ['red', 'green', 'blue', 'yellow'][(p['question_id'] - 100) % 4] for p in predictions) >= 7
+
+    facts = trained['tasks']['facts']
+    assert facts['kind'] == 'mc' and facts['n'] == 3 and facts['skipped'] == 1
+    assert facts['chance'] == pytest.approx((1 / 3 + 1 / 4 + 1 / 2) / 3)
+    assert facts['acc'] == pytest.approx(reference_mc_accuracy(str(root / 'trained_s0' / 'ckpt.pt'), mc))
+    assert trained['text_stable_score'] == pytest.approx((facts['acc'] - facts['chance']) / (1 - facts['chance']))
+    assert trained["step"] == 100 and trained['group'] == 'trained' and trained['seed'] == 0
+
+    # the written results file scores the same through --predictions
+    rescored = ev.main(['--predictions', str(root / 'trained_s0' / 'predictions_colors.json'),
+                        '--tasks', f"colors={data / 'vqa'}", '--out', str(root / 'rescored.json')])
+    assert rescored['tasks']['colors']['acc'] == pytest.approx(colors['acc'])
+
+
+def test_sample_answers_and_captions_an_image(checkpoints, tmp_path):
+    root, _, _ = checkpoints
+    ckpt = str(root / 'trained_s0' / 'ckpt.pt')
+    for color in ('green', 'yellow'):
+        Image.fromarray(solid(color, np.random.default_rng(5))).save(tmp_path / 'photo.png')
+        common = ['--ckpt', ckpt, '--image', str(tmp_path / 'photo.png'), '--temperature', '0', '--num_samples', '1']
+        assert sample.main(common + ['--prompt', f"{QUESTION}\n{ev.SHORT_ANSWER}"]) == [color]
+        assert sample.main(common + ['--caption=True']) == [color]
+    (tmp_path / 'broken.png').write_bytes(b'not an image')
+    with pytest.raises(SystemExit, match='broken.png'):
+        sample.main(['--ckpt', ckpt, '--image', str(tmp_path / 'broken.png'), '--prompt', 'hi'])
+
+
+# -----------------------------------------------------------------------------
+# comparing runs
+
+def fake_results(folder, seed, vision, text, vqa, arc):
+    os.makedirs(folder, exist_ok=True)
+    tasks = dict(vqav2=dict(kind='vqa', group='vision', acc=vqa, chance=0.0),
+                 arc_easy=dict(kind='mc', group='text', acc=arc, chance=0.25))
+    (folder / 'results.json').write_text(json.dumps(dict(group=ev.run_group(folder.name), seed=seed, tasks=tasks,
+                                                         vision_stable_score=vision, text_stable_score=text)))
+
+
+def test_compare_groups_seeds_and_plots(tmp_path, capsys):
+    fake_results(tmp_path / 'frozen_s0', 0, 0.40, 0.20, 0.40, 0.40)
+    fake_results(tmp_path / 'frozen_s1', 1, 0.50, 0.30, 0.50, 0.475)
+    fake_results(tmp_path / 'mlp1-seed3', 3, 0.30, 0.10, 0.30, 0.325)
+    runs = [str(tmp_path / name) for name in ('frozen_s0', 'mlp1-seed3', 'frozen_s1')]
+    ev.main(['--compare', *runs, '--plot', str(tmp_path / 'cmp.png')])
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if l.startswith('|')]
+    assert lines[0] == '| config | seeds | Vision Stable | Text Stable | VQAv2 | ARC-easy |'
+    # frozen: vision mean 45, sample std sqrt(((40-45)^2 + (50-45)^2) / 1) = 7.07
+    assert lines[2] == '| frozen | 2 (0,1) | 45.0 ± 7.1 | 25.0 ± 7.1 | 45.0 ± 7.1 | 43.8 ± 5.3 |'
+    assert lines[3] == '| mlp1 | 1 (3) | 30.0 | 10.0 | 30.0 | 32.5 |'
+    with Image.open(tmp_path / 'cmp.png') as im:
+        assert im.format == 'PNG' and im.width > 300
+        pixels = np.asarray(im.convert('RGB'))
+    assert (np.abs(pixels.astype(int) - ev.PALETTE[0]).sum(-1) == 0).sum() > 100  # frozen's bars are drawn
+    assert (np.abs(pixels.astype(int) - ev.PALETTE[1]).sum(-1) == 0).sum() > 100
+
+
+def test_run_group_strips_the_seed_suffix():
+    assert [ev.run_group(n) for n in ('frozen_s0', 'frozen-s12', 'unfrozen_1b_seed3', 'mlp1-seed0', 'tiny_s', 'v2s1')] == \
+        ['frozen', 'frozen', 'unfrozen_1b', 'mlp1', 'tiny_s', 'v2s1']
