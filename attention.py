@@ -5,8 +5,9 @@ The one attention entry point used by the decoder (model.py) and the encoder (vi
 
 Backends, chosen by the module-level BACKEND (train.py sets it from the config key `attention`):
   'sdpa'   torch.nn.functional.scaled_dot_product_attention (flash / cuDNN / math, PyTorch picks)
-  'triton' the fused Triton kernel (forward + backward); Triton is imported only when it is used,
-           so the CPU paths run where Triton has no wheels (macOS, Windows)
+  'triton' the fused Triton kernel (forward + backward, FlashAttention-2 style); Triton is imported
+           only when it is used, so the CPU paths run where Triton has no wheels (macOS, Windows);
+           without a GPU its kernels run in Triton's interpreter on CPU tensors (slow: for tests)
 
 Semantics shared by every backend and by `reference_attention`:
   - causal with fewer queries than keys (decoding with a KV cache) is aligned bottom-right:
@@ -16,6 +17,7 @@ Semantics shared by every backend and by `reference_attention`:
 """
 from __future__ import annotations  # kernel signatures say `tl.constexpr` before Triton is imported
 
+import inspect
 import math
 import os
 import sys
@@ -92,7 +94,7 @@ def attention(q, k, v, causal=True, doc_ids=None):
 
 triton = tl = None  # imported by _load_triton() on first use
 _TRITON_FUNCTIONS = []  # the kernels and their helpers, compiled with triton.jit by _load_triton()
-_KERNELS = {}  # (kernel name, autotune configs) -> launchable kernel
+_TUNED = {}  # kernel name -> the kernel wrapped in triton.autotune
 _INTERPRET = False
 _TUNE_MIN_LEN = 512  # sequences at least this long autotune the block sizes on CUDA (once per shape class)
 
@@ -122,7 +124,11 @@ def _load_triton():
                            "pip install triton); or set attention = 'sdpa'") from e
     triton, tl = triton_module, language
     for name in _TRITON_FUNCTIONS:
-        globals()[name] = triton.jit(globals()[name])
+        fn = globals()[name]
+        # no compile per value of the lengths and strides (one serves every shape): the kernels are told the
+        # alignment instead (ALIGN)
+        ints = [a for a in inspect.signature(fn).parameters if a.startswith('stride_') or a in ('H', 'Tq', 'Tk')]
+        globals()[name] = triton.jit(fn, do_not_specialize=ints)
 
 
 def _head_chunks(D):
@@ -140,32 +146,38 @@ def _head_chunks(D):
 # Block sizes (BLOCK_M, BLOCK_N, num_warps, num_stages). BLOCK_M counts queries and BLOCK_N keys in
 # every kernel. The dK/dV kernel holds a key block and streams query blocks, so it wants a tall
 # BLOCK_N; the dQ kernel the opposite. Long sequences on CUDA pick among the candidates by timing them.
+# The candidates compile without register spills for D = 72 and 128 on sm_90 (checked with ptxas).
 _TUNE_CANDIDATES = {
-    'fwd': [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 2)],
-    'dkdv': [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 3), (32, 32, 4, 2)],
-    'dq': [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (32, 32, 4, 2)],
+    'fwd': [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 2)],
+    'bwd_dkdv': [(32, 128, 8, 3), (64, 64, 8, 3), (16, 128, 8, 3)],
+    'bwd_dq': [(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 3)],
 }
-_SHORT_CONFIG = {'fwd': (64, 64, 4, 2), 'dkdv': (32, 64, 4, 2), 'dq': (64, 32, 4, 2)}
+_SHORT_CONFIG = {'fwd': (64, 64, 4, 2), 'bwd_dkdv': (32, 64, 4, 2), 'bwd_dq': (64, 32, 4, 2)}
 # the interpreter: unequal blocks, so that the tests cross block edges and the diagonal at T ~ 100
-_INTERPRETER_CONFIG = {'fwd': (64, 32, 1, 1), 'dkdv': (32, 64, 1, 1), 'dq': (64, 32, 1, 1)}
+_INTERPRETER_CONFIG = {'fwd': (64, 32, 1, 1), 'bwd_dkdv': (32, 64, 1, 1), 'bwd_dq': (64, 32, 1, 1)}
 
 
-def _launch(name, kind, grid_len, bh, seq_len, fp32, args, consts):
-    """Launch kernel `name` on a (cdiv(grid_len, block), bh) grid with the block sizes for `kind`."""
-    block_of_grid = 'BLOCK_N' if kind == 'dkdv' else 'BLOCK_M'
+def _short_config(kind, fp32):
+    m, n, warps, stages = _SHORT_CONFIG[kind]
+    if fp32:  # twice the bytes per element: halve the tiles to fit shared memory
+        m, n = max(16, m // 2), max(16, n // 2)
+    return m, n, warps, stages
+
+
+def _launch(kind, grid_len, bh, seq_len, fp32, args, consts):
+    """Launch _attn_{kind}_kernel on a (cdiv(grid_len, block), bh) grid with the block sizes for `kind`."""
+    name = f'_attn_{kind}_kernel'
+    block_of_grid = 'BLOCK_N' if kind == 'bwd_dkdv' else 'BLOCK_M'
     if not _INTERPRET and seq_len >= _TUNE_MIN_LEN:
-        key = (name, kind)
-        if key not in _KERNELS:
+        if name not in _TUNED:  # tuned once per head dim, masking and dtype, then reused for every length
             configs = [triton.Config({'BLOCK_M': m, 'BLOCK_N': n}, num_warps=w, num_stages=s)
                        for m, n, w, s in _TUNE_CANDIDATES[kind]]
-            _KERNELS[key] = triton.autotune(configs, key=['HEAD_DIM', 'CAUSAL', 'HAS_DOCS'])(globals()[name])
+            _TUNED[name] = triton.autotune(configs, key=['HEAD_DIM', 'CAUSAL', 'HAS_DOCS'])(globals()[name])
         grid = lambda meta: (triton.cdiv(grid_len, meta[block_of_grid]), bh)
-        _KERNELS[key][grid](*args, **consts)
+        _TUNED[name][grid](*args, **consts)
         return
-    m, n, warps, stages = (_INTERPRETER_CONFIG if _INTERPRET else _SHORT_CONFIG)[kind]
-    if fp32 and not _INTERPRET:  # twice the bytes per element: halve the tiles to fit shared memory
-        m, n = max(16, m // 2), max(16, n // 2)
-    block = n if kind == 'dkdv' else m
+    m, n, warps, stages = _INTERPRETER_CONFIG[kind] if _INTERPRET else _short_config(kind, fp32)
+    block = n if kind == 'bwd_dkdv' else m
     globals()[name][(triton.cdiv(grid_len, block), bh)](*args, **consts, BLOCK_M=m, BLOCK_N=n,
                                                         num_warps=warps, num_stages=stages)
 
@@ -181,6 +193,8 @@ def _check_inputs(q, k, v, causal, doc_ids):
     if q.dtype not in (torch.float32, torch.float16, torch.bfloat16) or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"triton_attention: q, k, v must share one of float32 / float16 / bfloat16, got "
                          f"{q.dtype}, {k.dtype}, {v.dtype}")
+    if k.device != q.device or v.device != q.device:
+        raise ValueError(f"triton_attention: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
     if D > 128:
         raise ValueError(f"triton_attention supports head dims up to 128, got {D}")
     if min(Tq, k.size(2)) == 0:
@@ -200,13 +214,16 @@ def _last_dim_contiguous(x):
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _kernel_flags(q, causal, doc_ids):
+def _kernel_flags(q, causal, doc_ids, tensors):
     D = q.size(-1)
     d_a, d_b, split = _head_chunks(D)
     upcast = _INTERPRET and q.dtype == torch.bfloat16  # the interpreter gets bf16 arithmetic wrong
     precision = 'ieee' if q.dtype == torch.float32 or upcast else 'tf32'  # 'tf32' only matters for fp32
+    # every row of every tensor 16-byte aligned: the kernels may load and store 8 elements at a time
+    # (Triton only infers this from strides that are multiples of 16, and D = 72 has stride 72)
+    aligned = all(x.data_ptr() % 16 == 0 and all(st % 8 == 0 for st in x.stride()[:3]) for x in tensors)
     return dict(HEAD_DIM=D, D_A=d_a, D_B=d_b, SPLIT=split, CAUSAL=bool(causal), HAS_DOCS=doc_ids is not None,
-                UPCAST=upcast, PRECISION=precision)
+                UPCAST=upcast, PRECISION=precision, ALIGN=8 if aligned else 1)
 
 
 def _attention_forward(q, k, v, causal, doc_ids):
@@ -218,8 +235,8 @@ def _attention_forward(q, k, v, causal, doc_ids):
     doc_stride = 0 if doc_ids is None else doc_ids.stride(0)
     args = (q, k, v, o, lse, doc_ids, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *o.stride()[:3],
             doc_stride, H, Tq, Tk, qk_scale)
-    _launch('_attn_fwd_kernel', 'fwd', Tq, B * H, min(Tq, Tk), q.dtype == torch.float32, args,
-            _kernel_flags(q, causal, doc_ids))
+    _launch('fwd', Tq, B * H, min(Tq, Tk), q.dtype == torch.float32, args,
+            _kernel_flags(q, causal, doc_ids, (q, k, v, o)))
     return o, lse
 
 
@@ -229,22 +246,23 @@ def _attention_backward(do, q, k, v, o, lse, causal, doc_ids):
     delta = torch.empty_like(lse)  # rowsum(dO * O), the softmax-gradient correction per query
     d_pad = max(16, 1 << (D - 1).bit_length())
     block = 32 if _INTERPRET else 64
-    _attn_bwd_delta_kernel[(triton.cdiv(Tq, block), B * H)](
-        o, do, delta, *o.stride()[:3], *do.stride()[:3], H, Tq, HEAD_DIM=D, D_PAD=d_pad, BLOCK_M=block)
     dq = torch.empty((B, H, Tq, D), dtype=q.dtype, device=q.device)
     dk = torch.empty((B, H, Tk, D), dtype=k.dtype, device=k.device)
     dv = torch.empty((B, H, Tk, D), dtype=v.dtype, device=v.device)
+    flags = _kernel_flags(q, causal, doc_ids, (q, k, v, o, do, dq, dk, dv))
+    _attn_bwd_delta_kernel[(triton.cdiv(Tq, block), B * H)](
+        o, do, delta, *o.stride()[:3], *do.stride()[:3], H, Tq, HEAD_DIM=D, D_PAD=d_pad, ALIGN=flags['ALIGN'],
+        BLOCK_M=block)
     qk_scale = math.log2(math.e) / math.sqrt(D)
     doc_stride = 0 if doc_ids is None else doc_ids.stride(0)
-    flags = _kernel_flags(q, causal, doc_ids)
     fp32 = q.dtype == torch.float32
     args = (q, k, v, do, dk, dv, lse, delta, doc_ids, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
             *do.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], doc_stride, H, Tq, Tk, qk_scale,
             1.0 / math.sqrt(D))
-    _launch('_attn_bwd_dkdv_kernel', 'dkdv', Tk, B * H, min(Tq, Tk), fp32, args, flags)
+    _launch('bwd_dkdv', Tk, B * H, min(Tq, Tk), fp32, args, flags)
     args = (q, k, v, do, dq, lse, delta, doc_ids, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
             *do.stride()[:3], *dq.stride()[:3], doc_stride, H, Tq, Tk, qk_scale, 1.0 / math.sqrt(D))
-    _launch('_attn_bwd_dq_kernel', 'dq', Tq, B * H, min(Tq, Tk), fp32, args, flags)
+    _launch('bwd_dq', Tq, B * H, min(Tq, Tk), fp32, args, flags)
     return dq, dk, dv
 
 
@@ -279,19 +297,24 @@ def triton_attention(q, k, v, causal=True, doc_ids=None):
 # --- the kernels (compiled lazily; Triton's language is `tl`) ---
 
 @_triton_kernel
-def _load_tile(base, rows, cols, stride_row, n_rows, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr):
-    """The (rows, cols) tile of a (n_rows, HEAD_DIM) matrix with rows stride_row apart; zeros outside."""
+def _load_tile(base, rows, cols, stride_row, n_rows, HEAD_DIM: tl.constexpr, UPCAST: tl.constexpr,
+               ALIGN: tl.constexpr):
+    """The (rows, cols) tile of a (n_rows, HEAD_DIM) matrix with rows stride_row apart; zeros outside.
+    Rows start at multiples of ALIGN elements (see _kernel_flags): it lets the loads be vectorized. The hint
+    must sit here, on the product: on a function argument tl.multiple_of has nothing to attach to."""
     mask = (rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM)
-    tile = tl.load(base + rows[:, None] * stride_row + cols[None, :], mask=mask, other=0.0)
+    row_start = tl.multiple_of(rows * stride_row, ALIGN)
+    tile = tl.load(base + row_start[:, None] + cols[None, :], mask=mask, other=0.0)
     if UPCAST:
         tile = tile.to(tl.float32)
     return tile
 
 
 @_triton_kernel
-def _store_tile(base, rows, cols, stride_row, n_rows, tile, HEAD_DIM: tl.constexpr):
+def _store_tile(base, rows, cols, stride_row, n_rows, tile, HEAD_DIM: tl.constexpr, ALIGN: tl.constexpr):
     mask = (rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM)
-    tl.store(base + rows[:, None] * stride_row + cols[None, :], tile.to(base.dtype.element_ty), mask=mask)
+    row_start = tl.multiple_of(rows * stride_row, ALIGN)
+    tl.store(base + row_start[:, None] + cols[None, :], tile.to(base.dtype.element_ty), mask=mask)
 
 
 @_triton_kernel
@@ -317,7 +340,8 @@ def _doc_block_range(DOC, n, lo_id, hi_id, BLOCK: tl.constexpr):
         hit = (block_lo <= hi_id) & (block_hi >= lo_id)
         first = tl.minimum(first, tl.where(hit, block_start, 2147483647))
         last = tl.maximum(last, tl.where(hit, block_start + BLOCK, 0))
-    return tl.min(first, axis=0), tl.max(last, axis=0)
+    last = tl.max(last, axis=0)
+    return tl.minimum(tl.min(first, axis=0), last), last  # [0, 0) when no block holds one
 
 
 @_triton_kernel
@@ -347,15 +371,17 @@ def _attn_fwd_inner(acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_k
                     lo, hi, Tk, off, qk_scale,
                     HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                     CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                    PRECISION: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+                    PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
-    for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST)
+    # counting blocks from 0 rather than looping from lo: Triton then pipelines the loads even when lo
+    # comes from the document scan
+    for i in range(0, (hi - lo + BLOCK_N - 1) // BLOCK_N):
+        offs_n = lo + i * BLOCK_N + tl.arange(0, BLOCK_N)
+        k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST, ALIGN)
         s = tl.dot(q_a, tl.trans(k_a), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
         if SPLIT:
-            k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST)
+            k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST, ALIGN)
             s += tl.dot(q_b, tl.trans(k_b), input_precision=PRECISION)
         s = s * qk_scale
         if MASKED:
@@ -371,11 +397,11 @@ def _attn_fwd_inner(acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_k
         p = tl.exp2(s - m_sub[:, None])
         alpha = tl.exp2(m_i - m_sub)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST)
+        v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST, ALIGN)
         p = p.to(v_a.dtype)
         acc_a = tl.dot(p, v_a, acc_a * alpha[:, None], input_precision=PRECISION)
         if SPLIT:
-            v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST)
+            v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST, ALIGN)
             acc_b = tl.dot(p, v_b, acc_b * alpha[:, None], input_precision=PRECISION)
         m_i = m_new
     return acc_a, acc_b, m_i, l_i
@@ -388,22 +414,22 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, DOC,
                      H, Tq, Tk, qk_scale,
                      HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                      CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                     PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
-    O += b * stride_ob + h * stride_oh
+    Q += tl.multiple_of(b * stride_qb + h * stride_qh, ALIGN)
+    K += tl.multiple_of(b * stride_kb + h * stride_kh, ALIGN)
+    V += tl.multiple_of(b * stride_vb + h * stride_vh, ALIGN)
+    O += tl.multiple_of(b * stride_ob + h * stride_oh, ALIGN)
     off = Tk - Tq
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
-    q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST)
+    q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST, ALIGN)
     q_b = q_a
     if SPLIT:
-        q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST)
+        q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST, ALIGN)
     q_doc = offs_m
     if HAS_DOCS:
         DOC += b * stride_docb
@@ -415,26 +441,29 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, DOC,
     begin, mid, end = _key_blocks(start_m, Tq, Tk, DOC, q_doc, CAUSAL, HAS_DOCS, BLOCK_M, BLOCK_N)
     acc_a, acc_b, m_i, l_i = _attn_fwd_inner(
         acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, begin, mid, Tk, off,
-        qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, False, BLOCK_N)
+        qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, False, BLOCK_N)
     acc_a, acc_b, m_i, l_i = _attn_fwd_inner(
         acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, mid, end, Tk, off,
-        qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_N)
+        qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_N)
     l_i = tl.where(l_i == 0.0, 1.0, l_i)  # only rows past Tq see nothing
-    _store_tile(O, offs_m, offs_a, stride_ot, Tq, acc_a / l_i[:, None], HEAD_DIM)
+    _store_tile(O, offs_m, offs_a, stride_ot, Tq, acc_a / l_i[:, None], HEAD_DIM, ALIGN)
     if SPLIT:
-        _store_tile(O, offs_m, offs_b, stride_ot, Tq, acc_b / l_i[:, None], HEAD_DIM)
+        _store_tile(O, offs_m, offs_b, stride_ot, Tq, acc_b / l_i[:, None], HEAD_DIM, ALIGN)
     tl.store(LSE + bh * Tq + offs_m, m_i + tl.log2(l_i), mask=offs_m < Tq)
 
 
 @_triton_kernel
 def _attn_bwd_delta_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
-                           H, Tq, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr):
+                           H, Tq, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, ALIGN: tl.constexpr,
+                           BLOCK_M: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
     offs_d = tl.arange(0, D_PAD)
-    o = _load_tile(O + b * stride_ob + h * stride_oh, offs_m, offs_d, stride_ot, Tq, HEAD_DIM, True)
-    do = _load_tile(DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_dot, Tq, HEAD_DIM, True)
+    O += tl.multiple_of(b * stride_ob + h * stride_oh, ALIGN)
+    DO += tl.multiple_of(b * stride_dob + h * stride_doh, ALIGN)
+    o = _load_tile(O, offs_m, offs_d, stride_ot, Tq, HEAD_DIM, True, ALIGN)
+    do = _load_tile(DO, offs_m, offs_d, stride_dot, Tq, HEAD_DIM, True, ALIGN)
     tl.store(DELTA + bh * Tq + offs_m, tl.sum(o * do, axis=1), mask=offs_m < Tq)
 
 
@@ -443,15 +472,15 @@ def _attn_bwd_dkdv_inner(dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, D
                          stride_qt, stride_dot, offs_n, lo, hi, Tq, off, qk_scale,
                          HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                          CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                         PRECISION: tl.constexpr, MASKED: tl.constexpr, BLOCK_M: tl.constexpr):
+                         PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr, BLOCK_M: tl.constexpr):
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
-    for start_m in range(lo, hi, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST)
+    for i in range(0, (hi - lo + BLOCK_M - 1) // BLOCK_M):  # counting from 0: see _attn_fwd_inner
+        offs_m = lo + i * BLOCK_M + tl.arange(0, BLOCK_M)
+        q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST, ALIGN)
         s_t = tl.dot(k_a, tl.trans(q_a), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M): S transposed
         if SPLIT:
-            q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST)
+            q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST, ALIGN)
             s_t += tl.dot(k_b, tl.trans(q_b), input_precision=PRECISION)
         lse = tl.load(LSE + offs_m, mask=offs_m < Tq, other=0.0)
         p_t = tl.exp2(s_t * qk_scale - lse[None, :])
@@ -463,12 +492,12 @@ def _attn_bwd_dkdv_inner(dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, D
         if HAS_DOCS:
             q_doc = tl.load(DOC + off + offs_m, mask=offs_m < Tq, other=0)
             p_t = tl.where(k_doc[:, None] == q_doc[None, :], p_t, 0.0)
-        do_a = _load_tile(DO, offs_m, offs_a, stride_dot, Tq, HEAD_DIM, UPCAST)
+        do_a = _load_tile(DO, offs_m, offs_a, stride_dot, Tq, HEAD_DIM, UPCAST, ALIGN)
         p_low = p_t.to(do_a.dtype)
         dv_a = tl.dot(p_low, do_a, dv_a, input_precision=PRECISION)
         dp_t = tl.dot(v_a, tl.trans(do_a), input_precision=PRECISION)
         if SPLIT:
-            do_b = _load_tile(DO, offs_m, offs_b, stride_dot, Tq, HEAD_DIM, UPCAST)
+            do_b = _load_tile(DO, offs_m, offs_b, stride_dot, Tq, HEAD_DIM, UPCAST, ALIGN)
             dv_b = tl.dot(p_low, do_b, dv_b, input_precision=PRECISION)
             dp_t += tl.dot(v_b, tl.trans(do_b), input_precision=PRECISION)
         delta = tl.load(DELTA + offs_m, mask=offs_m < Tq, other=0.0)
@@ -487,28 +516,28 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, DOC,
                           H, Tq, Tk, qk_scale, sm_scale,
                           HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                           CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                          PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
-    DO += b * stride_dob + h * stride_doh
-    DK += b * stride_dkb + h * stride_dkh
-    DV += b * stride_dvb + h * stride_dvh
+    Q += tl.multiple_of(b * stride_qb + h * stride_qh, ALIGN)
+    K += tl.multiple_of(b * stride_kb + h * stride_kh, ALIGN)
+    V += tl.multiple_of(b * stride_vb + h * stride_vh, ALIGN)
+    DO += tl.multiple_of(b * stride_dob + h * stride_doh, ALIGN)
+    DK += tl.multiple_of(b * stride_dkb + h * stride_dkh, ALIGN)
+    DV += tl.multiple_of(b * stride_dvb + h * stride_dvh, ALIGN)
     LSE += bh * Tq
     DELTA += bh * Tq
     off = Tk - Tq
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
-    k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST)
-    v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST)
+    k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST, ALIGN)
+    v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST, ALIGN)
     k_b, v_b = k_a, v_a
     if SPLIT:
-        k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST)
-        v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST)
+        k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST, ALIGN)
+        v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST, ALIGN)
     dk_a = tl.zeros((BLOCK_N, D_A), tl.float32)
     dv_a = tl.zeros((BLOCK_N, D_A), tl.float32)
     dk_b = tl.zeros((BLOCK_N, D_B), tl.float32)
@@ -533,18 +562,21 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, DOC,
     c = tl.maximum(tl.minimum(Tq // BLOCK_M * BLOCK_M, end), a)
     dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
         dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
-        begin, a, Tq, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_M)
+        begin, a, Tq, off, qk_scale,
+        HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_M)
     dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
         dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
-        a, c, Tq, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, False, BLOCK_M)
+        a, c, Tq, off, qk_scale,
+        HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, False, BLOCK_M)
     dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
         dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
-        c, end, Tq, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_M)
-    _store_tile(DK, offs_n, offs_a, stride_dkt, Tk, dk_a * sm_scale, HEAD_DIM)
-    _store_tile(DV, offs_n, offs_a, stride_dvt, Tk, dv_a, HEAD_DIM)
+        c, end, Tq, off, qk_scale,
+        HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_M)
+    _store_tile(DK, offs_n, offs_a, stride_dkt, Tk, dk_a * sm_scale, HEAD_DIM, ALIGN)
+    _store_tile(DV, offs_n, offs_a, stride_dvt, Tk, dv_a, HEAD_DIM, ALIGN)
     if SPLIT:
-        _store_tile(DK, offs_n, offs_b, stride_dkt, Tk, dk_b * sm_scale, HEAD_DIM)
-        _store_tile(DV, offs_n, offs_b, stride_dvt, Tk, dv_b, HEAD_DIM)
+        _store_tile(DK, offs_n, offs_b, stride_dkt, Tk, dk_b * sm_scale, HEAD_DIM, ALIGN)
+        _store_tile(DV, offs_n, offs_b, stride_dvt, Tk, dv_b, HEAD_DIM, ALIGN)
 
 
 @_triton_kernel
@@ -552,18 +584,18 @@ def _attn_bwd_dq_inner(dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V
                        offs_m, lo, hi, Tk, off, qk_scale,
                        HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                        CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                       PRECISION: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+                       PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
-    for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST)
-        v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST)
+    for i in range(0, (hi - lo + BLOCK_N - 1) // BLOCK_N):  # counting from 0: see _attn_fwd_inner
+        offs_n = lo + i * BLOCK_N + tl.arange(0, BLOCK_N)
+        k_a = _load_tile(K, offs_n, offs_a, stride_kt, Tk, HEAD_DIM, UPCAST, ALIGN)
+        v_a = _load_tile(V, offs_n, offs_a, stride_vt, Tk, HEAD_DIM, UPCAST, ALIGN)
         s = tl.dot(q_a, tl.trans(k_a), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
         dp = tl.dot(do_a, tl.trans(v_a), input_precision=PRECISION)
         if SPLIT:
-            k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST)
-            v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST)
+            k_b = _load_tile(K, offs_n, offs_b, stride_kt, Tk, HEAD_DIM, UPCAST, ALIGN)
+            v_b = _load_tile(V, offs_n, offs_b, stride_vt, Tk, HEAD_DIM, UPCAST, ALIGN)
             s += tl.dot(q_b, tl.trans(k_b), input_precision=PRECISION)
             dp += tl.dot(do_b, tl.trans(v_b), input_precision=PRECISION)
         p = tl.exp2(s * qk_scale - lse[:, None])
@@ -590,25 +622,25 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, DOC,
                         H, Tq, Tk, qk_scale, sm_scale,
                         HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                         CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                        PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
-    DO += b * stride_dob + h * stride_doh
-    DQ += b * stride_dqb + h * stride_dqh
+    Q += tl.multiple_of(b * stride_qb + h * stride_qh, ALIGN)
+    K += tl.multiple_of(b * stride_kb + h * stride_kh, ALIGN)
+    V += tl.multiple_of(b * stride_vb + h * stride_vh, ALIGN)
+    DO += tl.multiple_of(b * stride_dob + h * stride_doh, ALIGN)
+    DQ += tl.multiple_of(b * stride_dqb + h * stride_dqh, ALIGN)
     off = Tk - Tq
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
-    q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST)
-    do_a = _load_tile(DO, offs_m, offs_a, stride_dot, Tq, HEAD_DIM, UPCAST)
+    q_a = _load_tile(Q, offs_m, offs_a, stride_qt, Tq, HEAD_DIM, UPCAST, ALIGN)
+    do_a = _load_tile(DO, offs_m, offs_a, stride_dot, Tq, HEAD_DIM, UPCAST, ALIGN)
     q_b, do_b = q_a, do_a
     if SPLIT:
-        q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST)
-        do_b = _load_tile(DO, offs_m, offs_b, stride_dot, Tq, HEAD_DIM, UPCAST)
+        q_b = _load_tile(Q, offs_m, offs_b, stride_qt, Tq, HEAD_DIM, UPCAST, ALIGN)
+        do_b = _load_tile(DO, offs_m, offs_b, stride_dot, Tq, HEAD_DIM, UPCAST, ALIGN)
     lse = tl.load(LSE + bh * Tq + offs_m, mask=offs_m < Tq, other=0.0)
     delta = tl.load(DELTA + bh * Tq + offs_m, mask=offs_m < Tq, other=0.0)
     q_doc = offs_m
@@ -620,10 +652,10 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, DOC,
     begin, mid, end = _key_blocks(start_m, Tq, Tk, DOC, q_doc, CAUSAL, HAS_DOCS, BLOCK_M, BLOCK_N)
     dq_a, dq_b = _attn_bwd_dq_inner(
         dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, begin, mid,
-        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, False, BLOCK_N)
+        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, False, BLOCK_N)
     dq_a, dq_b = _attn_bwd_dq_inner(
         dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, mid, end,
-        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, True, BLOCK_N)
-    _store_tile(DQ, offs_m, offs_a, stride_dqt, Tq, dq_a * sm_scale, HEAD_DIM)
+        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_N)
+    _store_tile(DQ, offs_m, offs_a, stride_dqt, Tq, dq_a * sm_scale, HEAD_DIM, ALIGN)
     if SPLIT:
-        _store_tile(DQ, offs_m, offs_b, stride_dqt, Tq, dq_b * sm_scale, HEAD_DIM)
+        _store_tile(DQ, offs_m, offs_b, stride_dqt, Tq, dq_b * sm_scale, HEAD_DIM, ALIGN)
