@@ -266,7 +266,8 @@ def load_vqa(questions_path, annotations_path, images_dir=None, limit=0, seed=0)
                 problems.append(f"question_id {qid}: no image for image_id {q['image_id']} in {images_dir}")
                 continue
         items.append(dict(question_id=qid, image_id=q['image_id'], question=q['question'], answers=answers,
-                          answer_type=a.get('answer_type', 'other'), image=path))
+                          answer_type=a.get('answer_type', 'other'), question_type=a.get('question_type', ''),
+                          image=path))
     return items, problems
 
 
@@ -366,16 +367,18 @@ def answer_questions(model, enc, items, batch_size, max_new_tokens, problems, de
 
 
 def score_vqa(items, predictions):
-    """VQA accuracy over the items that have a prediction, overall and per answer type."""
-    per_type, scores = {}, []
+    """VQA accuracy over the items that have a prediction, overall, per answer type and per question type."""
+    per_type, per_question_type, scores = {}, {}, []
     for it in items:
         if it['question_id'] not in predictions:
             continue
         acc = vqa_accuracy(predictions[it['question_id']], it['answers'])
         scores.append(acc)
         per_type.setdefault(it['answer_type'], []).append(acc)
+        per_question_type.setdefault(it.get('question_type') or '', []).append(acc)
+    summary = lambda groups: {t: dict(acc=sum(s) / len(s), n=len(s)) for t, s in sorted(groups.items())}
     return dict(acc=sum(scores) / len(scores) if scores else None, chance=0.0, n=len(scores),
-                by_answer_type={t: dict(acc=sum(s) / len(s), n=len(s)) for t, s in sorted(per_type.items())})
+                by_answer_type=summary(per_type), by_question_type=summary(per_question_type))
 
 
 # -----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
 FAST = dict(world=['--n_caption=2000', '--n_instruct=800', '--n_instruct_text=200', '--n_val=100', '--text_mb=0.5',
                    '--n_mc=100'],
             tower_steps=100, text_iters=200, mixed_iters=60, finetune_iters=40, eval_limit=100, seeds=[0])
-DEFAULT = dict(world=[], tower_steps=600, text_iters=1500, mixed_iters=300, finetune_iters=0, eval_limit=1000,
+DEFAULT = dict(world=[], tower_steps=400, text_iters=800, mixed_iters=150, finetune_iters=150, eval_limit=500,
                seeds=[0, 1])
 
 
@@ -154,29 +154,78 @@ def main():
     table = subprocess.run(compare, capture_output=True, text=True)
     if table.returncode != 0:
         sys.exit(f"comparison failed: {table.stderr}")
-    print(table.stdout)
+    table = '\n'.join(line for line in table.stdout.splitlines() if line.startswith('|'))
+    print(table)
     text_curve = [(r['step'], r['loss']) for r in read_log(f'{out}/text/log.jsonl') if 'loss' in r]
     plot_losses({'text': text_curve}, f'{out}/loss_text.png', 'text stage: train loss')
     for stage, folder in (('mixed', f'{out}/mixed'), ('finetune', out)):
         curves = {f'{arm}_seed{seed}': [(r['step'], r['loss']) for r in read_log(f'{folder}/{arm}_seed{seed}/log.jsonl')
                                         if 'loss' in r] for arm, seed in runs}
         plot_losses(curves, f'{out}/loss_{stage}.png', f'{stage} stage: train loss per arm and seed')
-    write_report(out, table.stdout, commands, seeds, time.time() - t0)
+    commands['comparison'] = [compare]
+    write_report(out, table, finals, commands, seeds, time.time() - t0)
     print(f"wrote {out}/results.md, {out}/scores.png, {out}/loss_text.png, {out}/loss_mixed.png, {out}/loss_finetune.png "
           f"({(time.time() - t0) / 60:.1f} min)")
 
 
-def write_report(out, table, commands, seeds, seconds):
+def load_results(folder):
+    with open(os.path.join(folder, 'results.json')) as f:
+        return json.load(f)
+
+
+def spread_verdicts(finals):
+    """For each arm against the default recipe (the first arm): is the gap in each score larger than the
+    seed spread (|difference of means| > sum of the standard deviations over seeds)?"""
+    import statistics
+    groups = {}
+    for folder in finals:
+        arm = os.path.basename(folder).rsplit('_seed', 1)[0]
+        groups.setdefault(arm, []).append(load_results(folder))
+    metrics = [('Vision Stable', lambda r: r['vision_stable_score']), ('Text Stable', lambda r: r['text_stable_score'])]
+    arms = list(groups)
+    lines = []
+    for arm in arms[1:]:
+        for name, get in metrics:
+            a, b = [get(r) for r in groups[arms[0]]], [get(r) for r in groups[arm]]
+            if len(a) < 2 or len(b) < 2:
+                lines.append(f"- {arm} vs {arms[0]}, {name}: one seed only, the spread is unknown")
+                continue
+            gap = statistics.mean(b) - statistics.mean(a)
+            spread = statistics.stdev(a) + statistics.stdev(b)
+            verdict = 'larger than the seed spread' if abs(gap) > spread else 'within the seed spread'
+            lines.append(f"- {arm} vs {arms[0]}, {name}: {100 * gap:+.1f} points, {verdict} ({100 * spread:.1f})")
+    return lines
+
+
+def question_type_table(finals):
+    """Shapes VQA accuracy per question type, mean over the runs of each arm."""
+    rows = {}
+    for folder in finals:
+        arm = os.path.basename(folder).rsplit('_seed', 1)[0]
+        by_type = load_results(folder)['tasks']['shapes_vqa'].get('by_question_type', {})
+        for question_type, stat in by_type.items():
+            rows.setdefault(arm, {}).setdefault(question_type, []).append(stat['acc'])
+    types = sorted({t for arm in rows.values() for t in arm})
+    lines = ['| arm | ' + ' | '.join(types) + ' |', '|---|' + '---|' * len(types)]
+    for arm, by_type in rows.items():
+        cells = [f"{100 * sum(by_type[t]) / len(by_type[t]):.1f}" if t in by_type else '-' for t in types]
+        lines.append(f"| {arm} | " + ' | '.join(cells) + ' |')
+    return lines
+
+
+def write_report(out, table, finals, commands, seeds, seconds):
+    shown = lambda cmd: shlex.join(['python'] + cmd[1:])  # the interpreter's path is this machine's, not the reader's
     lines = ['# The CPU study on the shapes world', '',
              f'{len(seeds)} seed(s) ({", ".join(map(str, seeds))}) vary the mixed and finetune stages; the shapes world, '
              'the tiny SigLIP tower and the text LM are shared by every run. Wall time: '
-             f'{seconds / 60:.1f} min.', '', table.strip(), '',
-             'A difference between two arms is larger than the seed spread when the gap between their means '
-             'exceeds the sum of their standard deviations; with one seed nothing can be said about the spread.', '',
-             '![scores](scores.png)', '', '![text loss](loss_text.png) ![mixed loss](loss_mixed.png) '
+             f'{seconds / 60:.1f} min. Scores in %, mean ± sample std over seeds; Stable Scores as design.md defines '
+             'them (VQA chance 0, multiple-choice chance 1/#choices).', '', table, '',
+             '## Differences against the default recipe (frozen encoder, 2-layer MLP)', ''] + spread_verdicts(finals) + [
+             '', '## Shapes VQA accuracy per question type (%, mean over seeds)', ''] + question_type_table(finals) + [
+             '', '![scores](scores.png)', '', '![text loss](loss_text.png)', '', '![mixed loss](loss_mixed.png)', '',
              '![finetune loss](loss_finetune.png)', '', '## Commands behind each row', '']
     for name, cmds in commands.items():
-        lines += [f'### {name}', '', '```'] + [shlex.join(c) for c in cmds] + ['```', '']
+        lines += [f'### {name}', '', '```'] + [shown(c) for c in cmds] + ['```', '']
     with open(os.path.join(out, 'results.md'), 'w') as f:
         f.write('\n'.join(lines))
 
