@@ -405,7 +405,8 @@ RELATIONS = {
         facts=[(s, c, _color_fields(s, c, pl)) for s, c, pl in _COLOR_FACTS],
         statements=['{s} {be} {ans}', 'the color of {s} is {ans}', '{s} {have} a {ans} color',
                     '{ans} is the color of {s}', '{s} {look} {ans}', 'if you look at {s}, you will see that {it} {be} {ans}'],
-        taught=['Which color {do} {s} have?', 'Name the color of {s}.'],
+        taught=['Which color {do} {s} have?', 'Name the color of {s}.', 'Do you know the color of {s}?',
+                'What is the usual color of {s}?', '{s} {be} which color?'],
         held_out=['What color {be} {s}?', 'What is the color of {s}?'],
     ),
     'legs': dict(
@@ -413,7 +414,8 @@ RELATIONS = {
         facts=[(s, n, _noun_fields(s, ss, n)) for s, ss, n in _LEG_FACTS],
         statements=['{a_s} has {ans} legs', '{ss} have {ans} legs', 'every {s} walks on {ans} legs',
                     'if you count the legs of {a_s}, you get {ans}', 'the {s} is an animal with {ans} legs'],
-        taught=['Tell me how many legs {a_s} has.', 'Count the legs of {a_s}.'],
+        taught=['Tell me how many legs {a_s} has.', 'Count the legs of {a_s}.', 'How many legs do {ss} have?',
+                'Do you know how many legs {a_s} has?', '{ss} have how many legs?'],
         held_out=['How many legs does {a_s} have?', 'What is the number of legs on {a_s}?'],
     ),
     'sides': dict(
@@ -421,7 +423,8 @@ RELATIONS = {
         facts=[(s, n, _noun_fields(s, ss, n)) for s, ss, n in _SIDE_FACTS],
         statements=['{a_s} has {ans} sides', '{a_s} has {ans} corners', '{a_s} is a shape with {ans} sides',
                     'every {s} has {ans} straight sides', 'if you draw {a_s}, you draw {ans} sides'],
-        taught=['Tell me how many sides {a_s} has.', 'Count the corners of {a_s}.'],
+        taught=['Tell me how many sides {a_s} has.', 'Count the corners of {a_s}.', 'How many sides do {ss} have?',
+                'How many corners are there on {a_s}?', '{a_s} has how many sides?'],
         held_out=['How many sides does {a_s} have?', 'How many corners does {a_s} have?'],
     ),
     'sums': dict(
@@ -431,7 +434,8 @@ RELATIONS = {
                for x in range(1, 6) for y in range(1, 6)],
         statements=['{x} plus {y} is {ans}', '{x} plus {y} equals {ans}', 'if you add {y} to {x}, you get {ans}',
                     'the sum of {x} and {y} is {ans}', '{x} and {y} make {ans}'],
-        taught=['Tell me what {x} plus {y} makes.', 'Add {x} and {y}.'],
+        taught=['Tell me what {x} plus {y} makes.', 'Add {x} and {y}.', 'What do {x} and {y} make?',
+                'What is the sum of {x} and {y}?', '{x} plus {y} equals what?'],
         held_out=['What is {x} plus {y}?', 'How much is {x} plus {y}?'],
     ),
     'opposites': dict(
@@ -439,7 +443,8 @@ RELATIONS = {
         facts=[(s, a, {'s': s, 'ans': a}) for p, q in _OPPOSITES for s, a in ((p, q), (q, p))],
         statements=['the opposite of {s} is {ans}', '{s} is the opposite of {ans}', '{s} and {ans} are opposites',
                     'the reverse of {s} is {ans}', '{s} and {ans} mean opposite things'],
-        taught=['Name the opposite of {s}.', 'Which word is the opposite of {s}?'],
+        taught=['Name the opposite of {s}.', 'Which word is the opposite of {s}?', 'Tell me the opposite of {s}.',
+                'What is the reverse of {s}?', 'The opposite of {s} is what?'],
         held_out=['What is the opposite of {s}?', 'What word means the opposite of {s}?'],
     ),
     'categories': dict(
@@ -447,7 +452,8 @@ RELATIONS = {
         facts=[(m, c, _noun_fields(m, mp, c, cp)) for (c, cp), members in _CATEGORY_FACTS.items() for m, mp in members],
         statements=['{a_s} is a kind of {ans}', '{a_s} is {a_ans}', 'the {s} is a type of {ans}', '{ss} are {ans_pl}',
                     'you can think of {a_s} as {a_ans}'],
-        taught=['Tell me what kind of thing {a_s} is.', 'Name the group that {a_s} belongs to.'],
+        taught=['Tell me what kind of thing {a_s} is.', 'Name the group that {a_s} belongs to.',
+                'What type of thing is {a_s}?', '{a_s} is a kind of what?', 'To which group do {ss} belong?'],
         held_out=['What kind of thing is {a_s}?', 'Which group does {a_s} belong to?'],
     ),
     'sounds': dict(
@@ -455,7 +461,8 @@ RELATIONS = {
         facts=[(s, a, _noun_fields(s, ss, a)) for s, ss, a in _SOUND_FACTS],
         statements=['{a_s} says {ans}', 'the {s} goes {ans}', 'when {a_s} makes a sound, it goes {ans}',
                     'you can hear {a_s} say {ans}', 'the sound of {a_s} is {ans}'],
-        taught=['Tell me the sound {a_s} makes.', 'Which sound comes from {a_s}?'],
+        taught=['Tell me the sound {a_s} makes.', 'Which sound comes from {a_s}?', 'What noise does {a_s} make?',
+                'What do {ss} say?', '{a_s} makes which sound?'],
         held_out=['What sound does {a_s} make?', 'What does {a_s} say?'],
     ),
     'babies': dict(
@@ -463,7 +470,8 @@ RELATIONS = {
         facts=[(s, a, _noun_fields(s, ss, a)) for s, ss, a in _BABY_FACTS],
         statements=['a baby {s} is called {a_ans}', 'a young {s} is {a_ans}', '{a_ans} is a baby {s}',
                     'when {a_s} is little, we call it {a_ans}', 'the baby of {a_s} is {a_ans}'],
-        taught=['Tell me the name for a baby {s}.', 'Name a young {s}.'],
+        taught=['Tell me the name for a baby {s}.', 'Name a young {s}.', 'What is the name of a baby {s}?',
+                'What are baby {ss} called?', 'A baby {s} is called what?'],
         held_out=['What is a baby {s} called?', 'What do we call a young {s}?'],
     ),
     'homes': dict(
@@ -471,7 +479,8 @@ RELATIONS = {
         facts=[(s, a, _noun_fields(s, ss, a)) for s, ss, a in _HOME_FACTS],
         statements=['{a_s} lives in {a_ans}', '{ss} make their home in {a_ans}', 'the home of {a_s} is called {a_ans}',
                     '{a_ans} is where {a_s} lives', '{ss} sleep in {a_ans}'],
-        taught=['Tell me where {a_s} lives.', 'Name the home of {a_s}.'],
+        taught=['Tell me where {a_s} lives.', 'Name the home of {a_s}.', 'Where do {ss} live?',
+                'In what kind of home does {a_s} live?', '{ss} live in what?'],
         held_out=['Where does {a_s} live?', 'What is the home of {a_s} called?'],
     ),
     'days': dict(
@@ -479,7 +488,8 @@ RELATIONS = {
         facts=[(d, _DAYS[(i + 1) % 7], {'s': d, 'ans': _DAYS[(i + 1) % 7]}) for i, d in enumerate(_DAYS)],
         statements=['the day after {s} is {ans}', '{ans} comes after {s}', '{s} is followed by {ans}',
                     'after {s} comes {ans}', '{ans} is the day right after {s}'],
-        taught=['Tell me the day after {s}.', 'Name the day that comes after {s}.'],
+        taught=['Tell me the day after {s}.', 'Name the day that comes after {s}.', 'What is the day after {s}?',
+                'What day is it after {s}?', 'The day after {s} is which day?'],
         held_out=['Which day comes after {s}?', 'What day follows {s}?'],
     ),
     'months': dict(
@@ -487,7 +497,8 @@ RELATIONS = {
         facts=[(m, _MONTHS[(i + 1) % 12], {'s': m, 'ans': _MONTHS[(i + 1) % 12]}) for i, m in enumerate(_MONTHS)],
         statements=['the month after {s} is {ans}', '{ans} comes after {s}', '{s} is followed by {ans}',
                     'after {s} comes {ans}', '{ans} is the month right after {s}'],
-        taught=['Tell me the month after {s}.', 'Name the month that comes after {s}.'],
+        taught=['Tell me the month after {s}.', 'Name the month that comes after {s}.', 'What is the month after {s}?',
+                'What month is it after {s}?', 'The month after {s} is which month?'],
         held_out=['Which month comes after {s}?', 'What month follows {s}?'],
     ),
     'senses': dict(
@@ -495,7 +506,8 @@ RELATIONS = {
         facts=[(s, a, {'s': s, 'ans': a}) for s, a in _SENSE_FACTS],
         statements=['we {s} with our {ans}', 'people use their {ans} to {s}', 'to {s}, you use your {ans}',
                     'we need our {ans} to {s}'],
-        taught=['Tell me which body part we use to {s}.', 'Name the part of the body that lets us {s}.'],
+        taught=['Tell me which body part we use to {s}.', 'Name the part of the body that lets us {s}.',
+                'What part of the body do we {s} with?', 'What do people use to {s}?', 'We {s} with which body part?'],
         held_out=['Which body part do we use to {s}?', 'What do we {s} with?'],
     ),
 }
@@ -512,7 +524,7 @@ def fact_statements(fact):
 
 def fact_questions(fact, kind):
     """The fact's questions of one kind: 'taught' (corpus quizzes, instruction data) or 'held_out' (MC only)."""
-    return [t.format(**fact['fields']) for t in RELATIONS[fact['relation']][kind]]
+    return [_capitalize(t.format(**fact['fields'])) for t in RELATIONS[fact['relation']][kind]]
 
 
 def answer_pool(relation_name):
@@ -675,12 +687,22 @@ def _lesson(rng, decks):
 
 
 def _dialogue(rng, decks):
+    """Two people trade facts, or one asks (a taught question) and the other answers."""
     fields = _people(rng)
-    first, second = decks.fact(), decks.fact()
-    lines = [_filler_sentence(rng, fields, STORY_OPENINGS),
-             f'"Did you know that {decks.statement(first)}?" asked {fields["name"]}.',
-             rng.choice(DIALOGUE_REPLIES).format(**fields),
-             f'"And {decks.statement(second)}," said {fields["name"]}.']
+    name, name2 = fields['name'], fields['name2']
+    lines = [_filler_sentence(rng, fields, STORY_OPENINGS)]
+    if rng.random() < 0.5:
+        first, second = decks.fact(), decks.fact()
+        lines += [f'"Did you know that {decks.statement(first)}?" asked {name}.',
+                  rng.choice(DIALOGUE_REPLIES).format(**fields),
+                  f'"And {decks.statement(second)}," said {name}.']
+    else:
+        for _ in range(rng.randint(1, 2)):
+            fact = decks.fact()
+            question = rng.choice(fact_questions(fact, 'taught'))
+            lines.append(f'"{question}" asked {name}.' if question.endswith('?') else f'"{question[:-1]}," said {name}.')
+            answer = _capitalize(decks.statement(fact) if rng.random() < 0.5 else fact['answer'])
+            lines.append(f'"{answer}," said {name2}.')
     if rng.random() < 0.5:
         lines.append(_filler_sentence(rng, fields))
     return ' '.join(lines)
@@ -704,13 +726,13 @@ def corpus_documents(rng, n_bytes):
     docs, total = [], 0
     while total < n_bytes:
         kind = rng.random()
-        if kind < 0.40:
+        if kind < 0.35:
             doc = _story(rng, decks, rng.randint(1, 2))
-        elif kind < 0.65:
+        elif kind < 0.57:
             doc = _lesson(rng, decks)
-        elif kind < 0.80:
+        elif kind < 0.72:
             doc = _dialogue(rng, decks)
-        elif kind < 0.90:
+        elif kind < 0.92:
             doc = _quiz(rng, decks)
         else:
             doc = _story(rng, decks, 0)
