@@ -1,7 +1,7 @@
 """
 The whole study on a CPU, on the synthetic shapes world, in one command:
 
-    python study.py            # the default: 2 seeds, about 20 minutes on 2 cores
+    python study.py            # the default: 4 arms x 2 seeds, about 25 minutes on 2 cores
     python study.py --fast     # a smoke run: smaller world, fewer steps, 1 seed (a few minutes)
 
 Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped):
@@ -32,7 +32,7 @@ ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
 FAST = dict(world=['--n_caption=2000', '--n_instruct=800', '--n_instruct_text=200', '--n_val=100', '--text_mb=0.5',
                    '--n_mc=100'],
             tower_steps=100, text_iters=200, mixed_iters=60, finetune_iters=40, eval_limit=100, seeds=[0])
-DEFAULT = dict(world=[], tower_steps=400, text_iters=800, mixed_iters=150, finetune_iters=150, eval_limit=500,
+DEFAULT = dict(world=[], tower_steps=250, text_iters=800, mixed_iters=120, finetune_iters=250, eval_limit=300,
                seeds=[0, 1])
 
 
