@@ -333,7 +333,7 @@ def bench_cpu_tower(args, tmp):
         difference = (ours(pixels) - hf(pixel_values=pixels).last_hidden_state).abs().max().item()
         t_ours = cpu_time(lambda: ours(pixels))
         t_hf = cpu_time(lambda: hf(pixel_values=pixels))
-    return [(f'SigLIP tower fwd (so400m shape, 4 blocks, B 4, 224 px; max |diff| {difference:.1e})', t_ours,
+    return [(f'SigLIP tower fwd (so400m shape, 4 blocks, B 4, 224 px; max abs diff {difference:.1e})', t_ours,
              'HF SiglipVisionModel', t_hf)]
 
 
