@@ -443,3 +443,22 @@ def test_finetune_one_epoch_from_the_mixed_stage_with_lineage(mixed_run, world, 
     assert text['path'] == text_ckpt and text['step'] == 8
     assert text['lineage']['config']['stage'] == 'text' and text['lineage']['init_from'] == 'scratch'
     assert text['lineage']['parent'] is None
+
+
+@pytest.mark.parametrize('resume_with', ['fsdp', 'ddp', 'single'])
+def test_fsdp_checkpoint_resumes_under_fsdp_ddp_and_one_process(mixed_run, world, tower, text_ckpt, tmp_path, resume_with):
+    """Checkpoints hold full state dicts: an FSDP2 run cut at step 2 continues identically whichever way it resumes."""
+    straight = losses(mixed_run('unfrozen'))
+    out = str(tmp_path / 'run')
+    common = NANO + MIXED + data_args(world, tower, text_ckpt) + ['--freeze_vision=False', f'--out_dir={out}']
+    run_train(common + ['--fsdp=True', '--stop_at_step=2'], torchrun=True)
+    assert max(losses(out)) == 2
+    resume = common[:-1] + [f'--out_dir={out}', '--init_from=resume']
+    if resume_with == 'fsdp':
+        run_train(resume + ['--fsdp=True'], torchrun=True)
+    else:
+        run_train(resume, torchrun=resume_with == 'ddp')
+    resumed = losses(out)
+    assert resumed.keys() == straight.keys()
+    for step in straight:
+        assert abs(resumed[step] - straight[step]) < 1e-5
