@@ -172,7 +172,7 @@ def step_batch(model, name, batch_size, device):
 
 
 def build_step_model(name, device, compile_model, checkpointing):
-    from model import LM, VLM, lm_config
+    from model import LM, VLM, checkpoint_activations, lm_config
     from vision import PRESETS
     lm_preset, T, vision_preset, frozen = STEP_MODELS[name]
     cfg = lm_config(lm_preset, block_size=T)
@@ -185,9 +185,7 @@ def build_step_model(name, device, compile_model, checkpointing):
         model = LM(cfg)
     model.to(device).train()
     if checkpointing:
-        from torch.utils.checkpoint import checkpoint
-        for block in (model.lm.layers if vision_preset else model.layers):
-            block.forward = (lambda f: lambda *a, **k: checkpoint(f, *a, use_reentrant=False, **k))(block.forward)
+        checkpoint_activations(model)
     step_module = torch.compile(model) if compile_model else model
     return model, step_module
 

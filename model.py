@@ -418,6 +418,13 @@ class VLM(nn.Module):
         return self.lm.flops_per_token(T) * num_tokens + vision + projector
 
 
+def checkpoint_activations(model):
+    """Recompute each decoder block's activations in the backward pass instead of storing them."""
+    from torch.utils.checkpoint import checkpoint
+    for block in (model.lm.layers if isinstance(model, VLM) else model.layers):
+        block.forward = (lambda f: lambda *a, **k: checkpoint(f, *a, use_reentrant=False, **k))(block.forward)
+
+
 def vlm_args(lm_config, vision_config, projector, feature_layer, image_id, freeze_vision):
     return dict(lm=asdict(lm_config), vision=asdict(vision_config), projector=projector,
                 feature_layer=feature_layer, image_id=image_id, freeze_vision=freeze_vision)

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import attention as attention_module
 from configurator import configure
-from model import LM, LMConfig, VLM, build_model, estimate_mfu, load_checkpoint, vlm_args
+from model import LM, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu, load_checkpoint, vlm_args
 from prepare_data import ImageShards, load_text_split
 
 # -----------------------------------------------------------------------------
@@ -380,7 +380,7 @@ def build_stage_model(config, text_manifest):
         parent = load_checkpoint(init_from)
         if 'vision' not in parent['model_args']:
             fail(f"{init_from} holds a text model; the finetune stage starts from a mixed-stage VLM checkpoint")
-        args = dict(parent['model_args'], freeze_vision=freeze_vision, projector=parent['model_args']['projector'])
+        args = dict(parent['model_args'], freeze_vision=freeze_vision)
         model = build_model(args)
         model.load_state_dict(parent['model'])
     lineage['parent'] = dict(path=init_from, step=parent['step'], lineage=parent['lineage'])
@@ -390,10 +390,7 @@ def build_stage_model(config, text_manifest):
 def wrap_model(model, ddp, device_type, local_rank):
     """Activation checkpointing, FSDP2 or DDP, compile. Returns the module to call."""
     if activation_checkpointing:
-        from torch.utils.checkpoint import checkpoint
-        blocks = model.lm.layers if isinstance(model, VLM) else model.layers
-        for block in blocks:
-            block.forward = (lambda f: lambda *a, **k: checkpoint(f, *a, use_reentrant=False, **k))(block.forward)
+        checkpoint_activations(model)
     if fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         param_dtype = getattr(torch, dtype) if device_type == 'cuda' else torch.float32
@@ -690,7 +687,13 @@ def main():
         if len(set(fingerprints)) > 1 and master:
             print(f"warning: the replicas' weights differ: {fingerprints}")
     if ddp:
+        dist.barrier()  # let every rank finish its last collective before the process group goes away
         dist.destroy_process_group()
+        # everything is saved and logged; on CPU (gloo) a background thread is sometimes torn down badly at
+        # interpreter exit ("terminate called without an active exception", exit -6), so leave directly
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def model_image_shape(model):

@@ -141,3 +141,18 @@ def test_block_size_is_enforced():
     model = small_model()
     with pytest.raises(ValueError, match="exceeds block_size"):
         model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from model import checkpoint_activations
+    idx = torch.randint(0, 64, (2, 16))
+    grads = []
+    for recompute in (False, True):
+        model = small_model(seed=6).train()
+        if recompute:
+            checkpoint_activations(model)
+        _, loss = model(idx, idx)
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
