@@ -72,6 +72,10 @@ def attention(q, k, v, causal=True, doc_ids=None):
     if doc_ids is not None and doc_ids.shape != (k.size(0), k.size(2)):
         raise ValueError(f"doc_ids must be (B, Tk) = {(k.size(0), k.size(2))}, got {tuple(doc_ids.shape)}")
     if BACKEND == 'triton':
+        if torch.is_autocast_enabled(q.device.type):
+            # SDPA casts under autocast; our kernel wants one dtype (qk-norm leaves q, k in fp32, v in bf16)
+            dtype = torch.get_autocast_dtype(q.device.type)
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         return triton_attention(q, k, v, causal=causal, doc_ids=doc_ids)
     return sdpa_attention(q, k, v, causal=causal, doc_ids=doc_ids)
 
@@ -266,20 +270,47 @@ def _attention_backward(do, q, k, v, o, lse, causal, doc_ids):
     return dq, dk, dv
 
 
-class TritonAttention(torch.autograd.Function):
+# The kernels enter autograd and torch.compile as two custom operators: compile treats each as one
+# opaque call with outputs of known shape (it cannot trace into Triton's launcher), so a compiled
+# model keeps whole graphs around them instead of failing or breaking the graph at every layer.
+@torch.library.custom_op('vlm_pretrain::flash_attention', mutates_args=(),
+                         schema='(Tensor q, Tensor k, Tensor v, bool causal, Tensor? doc_ids) -> (Tensor, Tensor)')
+def _flash_attention_op(q, k, v, causal, doc_ids):
+    return _attention_forward(q, k, v, causal, doc_ids)
 
-    @staticmethod
-    def forward(ctx, q, k, v, causal, doc_ids):
-        o, lse = _attention_forward(q, k, v, causal, doc_ids)
-        ctx.save_for_backward(q, k, v, o, lse, doc_ids)
-        ctx.causal = causal
-        return o
 
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, o, lse, doc_ids = ctx.saved_tensors
-        dq, dk, dv = _attention_backward(_last_dim_contiguous(do), q, k, v, o, lse, ctx.causal, doc_ids)
-        return dq, dk, dv, None, None
+@_flash_attention_op.register_fake
+def _(q, k, v, causal, doc_ids):
+    B, H, Tq, D = q.shape
+    return q.new_empty((B, H, Tq, D)), q.new_empty((B * H, Tq), dtype=torch.float32)
+
+
+@torch.library.custom_op('vlm_pretrain::flash_attention_backward', mutates_args=(),
+                         schema='(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, bool causal, '
+                                'Tensor? doc_ids) -> (Tensor, Tensor, Tensor)')
+def _flash_attention_backward_op(do, q, k, v, o, lse, causal, doc_ids):
+    return _attention_backward(_last_dim_contiguous(do), q, k, v, o, lse, causal, doc_ids)
+
+
+@_flash_attention_backward_op.register_fake
+def _(do, q, k, v, o, lse, causal, doc_ids):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _save_for_backward(ctx, inputs, output):
+    q, k, v, causal, doc_ids = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, doc_ids)
+    ctx.causal = causal
+
+
+def _backward(ctx, do, _lse_grad):
+    q, k, v, o, lse, doc_ids = ctx.saved_tensors
+    dq, dk, dv = _flash_attention_backward_op(do, q, k, v, o, lse, ctx.causal, doc_ids)
+    return dq, dk, dv, None, None
+
+
+_flash_attention_op.register_autograd(_backward, setup_context=_save_for_backward)
 
 
 def triton_attention(q, k, v, causal=True, doc_ids=None):
@@ -291,7 +322,7 @@ def triton_attention(q, k, v, causal=True, doc_ids=None):
     q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
     if doc_ids is not None:
         doc_ids = doc_ids.to(device=q.device, dtype=torch.int32).contiguous()
-    return TritonAttention.apply(q, k, v, causal, doc_ids)
+    return _flash_attention_op(q, k, v, causal, doc_ids)[0]
 
 
 # --- the kernels (compiled lazily; Triton's language is `tl`) ---

@@ -176,13 +176,14 @@ def build_step_model(name, device, compile_model, checkpointing):
     from vision import PRESETS
     lm_preset, T, vision_preset, frozen = STEP_MODELS[name]
     cfg = lm_config(lm_preset, block_size=T)
-    if vision_preset:
-        model = VLM(cfg, PRESETS[vision_preset], projector='mlp2', image_id=50257 if cfg.vocab_size > 50000 else 257,
-                    freeze_vision=frozen)
-        if frozen and device.startswith('cuda'):
-            model.vision.to(torch.bfloat16)  # a frozen encoder is held in bf16, as train.py does
-    else:
-        model = LM(cfg)
+    with torch.device(device):  # initialise on the device: a 1B model's init on a CPU takes longer than its timing
+        if vision_preset:
+            model = VLM(cfg, PRESETS[vision_preset], projector='mlp2',
+                        image_id=50257 if cfg.vocab_size > 50000 else 257, freeze_vision=frozen)
+            if frozen and device.startswith('cuda'):
+                model.vision.to(torch.bfloat16)  # a frozen encoder is held in bf16, as train.py does
+        else:
+            model = LM(cfg)
     model.to(device).train()
     if checkpointing:
         checkpoint_activations(model)

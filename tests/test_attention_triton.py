@@ -208,6 +208,40 @@ def test_set_backend_triton():
 
 
 @requires_triton
+def test_mixed_dtypes_under_autocast():
+    # in the decoder under autocast, qk-norm returns q, k in fp32 while v is in the autocast dtype:
+    # the triton backend casts all three like SDPA does (fp16 here: the interpreter's bf16 is not exact)
+    q, k, _, do = make_inputs(1, 2, 77, 77, 64, torch.float32, seed=6)
+    v = make_inputs(1, 2, 77, 77, 64, torch.float16, seed=7)[2]
+    previous = attention.BACKEND
+    try:
+        attention.set_backend('triton')
+        with torch.autocast(q.device.type, dtype=torch.float16):
+            got = attention.attention(q, k, v, causal=True)
+    finally:
+        attention.set_backend(previous)
+    want = attention.reference_attention(q.half(), k.half(), v, causal=True)
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got, want, atol=TOLERANCES[torch.float16][0], rtol=TOLERANCES[torch.float16][1])
+
+
+@requires_triton
+def test_torch_compile_keeps_the_kernel_in_one_graph():
+    # the kernels are custom operators: dynamo and AOT autograd trace them through their fake
+    # implementations (fullgraph=True fails on any graph break) and the compiled call runs our kernels
+    import torch._dynamo
+    q, k, v, do = make_inputs(2, 2, 70, 70, 72, torch.float32, seed=8)
+    doc_ids = packed_doc_ids(2, 70, [25]).to(DEVICE)
+    torch._dynamo.reset()
+    compiled = torch.compile(attention.triton_attention, backend='aot_eager', fullgraph=True)
+    got = output_and_grads(compiled, q, k, v, do, True, doc_ids)
+    want = output_and_grads(attention.reference_attention, q, k, v, do, True, doc_ids)
+    for name, g, w in zip(('out', 'dq', 'dk', 'dv'), got, want):
+        torch.testing.assert_close(g, w, atol=TOLERANCES[torch.float32][0], rtol=TOLERANCES[torch.float32][1],
+                                   msg=lambda m: f"{name}: {m}")
+
+
+@requires_triton
 def test_bad_inputs_are_named():
     q, k, v, _ = make_inputs(1, 1, 16, 8, 32, torch.float32)
     with pytest.raises(ValueError, match="Tq <= Tk"):
