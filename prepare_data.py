@@ -485,7 +485,7 @@ IMAGE_KINDS = ('captions', 'instruct')
 SPLITS = ('train', 'val')
 ARRAYS = ('images', 'tokens', 'offsets', 'mask', 'image_index')
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp')
-# image positions = the encoder's patch count at its input size (384 -> 729, 224 -> 196, 48 -> 64)
+# image positions = the encoder's patch count at its input size (384 -> 729, 224 -> 196, 48 -> 9)
 IMAGE_POSITIONS = {cfg.image_size: cfg.num_patches for cfg in vision.PRESETS.values()}
 # samples dropped, by reason (truncated_tar counts files cut short: what followed the cut is lost)
 IMAGE_SKIPS = ('missing_image', 'bad_image', 'unsupported_extension', 'missing_caption', 'empty_caption',

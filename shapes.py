@@ -52,9 +52,9 @@ from PIL import Image
 # -----------------------------------------------------------------------------
 # defaults: sized for the CPU study (about 20 minutes on 2 cores, all stages)
 
-IMAGE_SIZE = 48             # 48 px with 6 px patches = 64 image positions
+IMAGE_SIZE = 48             # 48 px with 16 px patches = 9 image positions, one per grid cell
 N_CAPTION = 10_000          # caption images (mixed stage, tower pre-training)
-N_INSTRUCT = 4_000          # instruction-tuning images, 3-4 QA turns each
+N_INSTRUCT = 4_000          # instruction-tuning images, 5-7 QA turns each
 N_INSTRUCT_TEXT = 1_000     # text-only instruction conversations about the facts
 N_VAL = 500                 # VQA val images
 VAL_QUESTIONS_PER_IMAGE = 4
@@ -798,13 +798,16 @@ def text_conversation(rng, decks):
 
 
 def image_conversation(scene, rng, answer_counts, n_questions):
-    """A LLaVA-style conversation about one image: sometimes a caption request first, then QA turns."""
+    """A LLaVA-style conversation about one image: sometimes a caption request first, then QA turns.
+    The short-answer instruction follows the first question only: evaluation asks each question as a
+    first turn, and repeating the instruction would take half of every later turn's tokens."""
     qs = questions(scene, rng, n_questions, answer_counts)
     turns = []
     if rng.random() < 0.2:
         turns += [{'from': 'human', 'value': pick(rng, DESCRIBE)}, {'from': 'gpt', 'value': caption(scene, rng)}]
-    turns += [t for q in qs for t in ({'from': 'human', 'value': f"{q['question']}\n{SHORT_ANSWER}"},
-                                      {'from': 'gpt', 'value': q['answer']})]
+    turns += [t for i, q in enumerate(qs)
+              for t in ({'from': 'human', 'value': q['question'] + (f"\n{SHORT_ANSWER}" if i == 0 else '')},
+                        {'from': 'gpt', 'value': q['answer']})]
     turns[0]['value'] = '<image>\n' + turns[0]['value']
     return turns, qs
 
@@ -902,7 +905,7 @@ def write_world(out_dir, seed=0, image_size=IMAGE_SIZE, n_caption=N_CAPTION, n_i
         scene = make_scene(rng)
         image = f"images/{i:06d}.png"
         _save_png(render(scene, image_size, rng), os.path.join(out_dir, 'instruct', image))
-        turns, qs = image_conversation(scene, rng, counts, int(rng.integers(3, 5)))
+        turns, qs = image_conversation(scene, rng, counts, int(rng.integers(5, 8)))
         conversations.append({'id': f"shapes-{i:06d}", 'image': image, 'conversations': turns})
         train_questions += qs
     text_rng = split_random(seed, 'instruct_text')

@@ -56,9 +56,10 @@ class SiglipConfig:
 PRESETS = {
     'so400m-patch14-384': SiglipConfig(384, 14, 1152, 27, 16, 4304),  # google/siglip-so400m-patch14-384
     'base-patch16-224': SiglipConfig(224, 16, 768, 12, 12, 3072),     # google/siglip-base-patch16-224
-    # the CPU study: 8x8 = 64 image positions
-    'tiny': SiglipConfig(48, 6, 128, 4, 4, 512),
-    'small': SiglipConfig(48, 6, 192, 6, 6, 768),
+    # the CPU study: 16 px patches, 3x3 = 9 image positions, one per cell of the shapes world's grid.
+    # With 6 px patches (64 positions) a tiny tower needs several times the CPU budget to tell shapes apart.
+    'tiny': SiglipConfig(48, 16, 128, 4, 4, 512),
+    'small': SiglipConfig(48, 16, 192, 6, 6, 768),
 }
 # a checkpoint without config.json: the released SigLIP towers are told apart by width
 PRESET_BY_WIDTH = {1152: 'so400m-patch14-384', 768: 'base-patch16-224'}
@@ -682,8 +683,10 @@ def info(path):
     print(f"vision tower: {vision:,} parameters ({vision / 1e6:.1f}M); whole checkpoint: {total:,}")
 
 
-def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=1e-3, seed=0, max_len=32):
-    """Pre-train a small tower on prepared caption shards (the CPU study) and save it in the HF layout."""
+def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=1e-3, seed=0, max_len=0):
+    """Pre-train a small tower on prepared caption shards (the CPU study) and save it in the HF layout.
+    max_len: caption tokens the text tower reads; 0 = the longest caption, so none is cut (a cut
+    caption no longer describes its image, and the contrastive task stops teaching the tower)."""
     from prepare_data import ImageShards
     shards = ImageShards(captions_dir, 'train')
     manifest = shards.manifest
@@ -696,14 +699,19 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
         sample = shards[i]
         images[i] = sample['image']
         caption = sample['tokens'][sample['loss_mask'] > 0][:-1]  # the caption, without its closing <|endoftext|>
-        captions.append(caption[:max_len].tolist())
+        captions.append(caption.tolist())
+    longest = max(len(c) for c in captions)
+    max_len = max_len or longest + 1  # + 1: the last position, where the text tower pools, is always padding
+    cut = sum(len(c) > max_len for c in captions)
+    if cut:
+        print(f"warning: {cut:,} of {len(captions):,} captions are longer than max_len={max_len} tokens and are cut")
     text = TextConfig(vocab_size=manifest['vocab_size'], max_len=max_len, pad_id=manifest['eot_id'])
     model = train_tower(images, captions, vision=preset, text=text, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     held_out = ImageShards(captions_dir, 'val')
     if len(held_out) >= 8:
         val = [held_out[i] for i in range(min(len(held_out), 256))]
         accuracy = retrieval_accuracy(model, np.stack([v['image'] for v in val]),
-                                      [v['tokens'][v['loss_mask'] > 0][:-1][:max_len].tolist() for v in val])
+                                      [v['tokens'][v['loss_mask'] > 0][:-1].tolist() for v in val])
         print(f"image -> caption retrieval on {len(val)} held-out pairs: {accuracy:.3f} (chance {1 / len(val):.3f})")
     save_siglip(model, out_dir)
     print(f"saved {out_dir}/model.safetensors")
@@ -724,12 +732,13 @@ if __name__ == "__main__":
     p.add_argument('--batch_size', type=int, default=64)
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--max_len', type=int, default=0, help='caption tokens read by the text tower (0 = the longest caption)')
     args = parser.parse_args()
     try:
         if args.command == 'info':
             info(args.path)
         else:
-            pretrain(args.captions, args.out, args.preset, args.steps, args.batch_size, args.lr, args.seed)
+            pretrain(args.captions, args.out, args.preset, args.steps, args.batch_size, args.lr, args.seed, args.max_len)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

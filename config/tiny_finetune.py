@@ -9,7 +9,7 @@ freeze_vision = True
 block_size = 256
 batch_size = 16
 epochs = 1
-max_iters = 250  # the CPU study stops here, before the end of the epoch (0 = from epochs and the data)
+max_iters = 180  # the CPU study stops here, before the end of the epoch (0 = from epochs and the data)
 learning_rate = 1e-3
 min_lr = 1e-4
 vision_lr = 1e-4

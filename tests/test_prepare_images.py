@@ -323,7 +323,7 @@ def test_prepare_shapes_end_to_end(tmp_path, capsys):
     world = json.loads((out / 'raw' / 'world.json').read_text())
     captions, instruct, text = (read_manifest(str(out / k)) for k in ('captions', 'instruct', 'text'))
     assert (captions['kind'], instruct['kind'], text['kind']) == ('captions', 'instruct', 'text')
-    assert captions['image_size'] == 48 and captions['image_positions'] == 64 and captions['tokenizer'] == 'bytes'
+    assert captions['image_size'] == 48 and captions['image_positions'] == 9 and captions['tokenizer'] == 'bytes'
     assert sum(captions['num_samples'].values()) == world['counts']['caption_images']
     assert sum(instruct['num_samples'].values()) == world['counts']['instruct_images'] + \
         world['counts']['instruct_text_conversations']

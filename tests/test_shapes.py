@@ -163,9 +163,8 @@ def read_split_questions(world):
             continue
         turns = conv['conversations']
         for human, gpt in zip(turns[::2], turns[1::2]):
-            question = human['value'].replace('<image>\n', '')
-            if question.endswith(shapes.SHORT_ANSWER):
-                question = question.split('\n')[0]
+            question = human['value'].replace('<image>\n', '').split('\n')[0]  # the first one has the short-answer line
+            if question not in shapes.DESCRIBE:  # a caption request is no VQA question
                 train.append({'question_type': question_type(question), 'answer': gpt['value']})
     annotations = load_json(world / 'vqa' / 'annotations.json')['annotations']
     val = [{'question_type': a['question_type'], 'answer': a['multiple_choice_answer']} for a in annotations]

@@ -19,6 +19,13 @@ def test_fast_study_runs_end_to_end(tmp_path):
         assert math.isfinite(results['vision_stable_score']) and math.isfinite(results['text_stable_score'])
         for task in ('shapes_vqa', 'shapes_mc'):
             assert math.isfinite(results['tasks'][task]['acc'])
+    # the tower's text side read whole captions: a cut caption no longer describes its image
+    sys.path.insert(0, ROOT)
+    from prepare_data import ImageShards
+    captions = ImageShards(str(data / 'captions'), 'train')
+    longest = max(int(captions[i]['loss_mask'].sum()) - 1 for i in range(len(captions)))  # minus the closing EOT
+    with open(out / 'tower' / 'config.json') as f:
+        assert json.load(f)['text_config']['max_position_embeddings'] > longest
     report = (out / 'results.md').read_text()
     for arm in arms:
         assert arm in report

@@ -429,7 +429,7 @@ def test_train_tower_rejects_bad_pairs():
 def test_presets_and_info(tmp_path, capsys):
     so400m = vision.PRESETS['so400m-patch14-384']
     assert (so400m.width // so400m.heads, so400m.num_patches) == (72, 729)
-    assert vision.PRESETS['tiny'].num_patches == 64
+    assert vision.PRESETS['tiny'].num_patches == 9
     model = SiglipModel(vision.PRESETS['tiny'], TextConfig())
     save_siglip(model, tmp_path)
     vision.info(str(tmp_path))
