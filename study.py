@@ -1,7 +1,7 @@
 """
 The whole study on a CPU, on the synthetic shapes world, in one command:
 
-    python study.py            # the default: 4 arms x 2 seeds, about 20 minutes on 2 cores
+    python study.py            # the default: 4 arms x 2 seeds, about 18 minutes on 2 cores
     python study.py --fast     # a smoke run: smaller world, fewer steps, 1 seed (a few minutes)
 
 Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped):
@@ -48,17 +48,17 @@ class Progress:
         self.total, self.started, self.finished, self.skipped, self.t0 = total, 0, 0, 0, time.time()
         self.lock = threading.Lock()
         self.failed = None  # the first failure: pipelines start nothing new once a step has failed
-        self.phase = (self.t0, 0)  # the time left is estimated from the steps of the current phase
+        self.phase = (self.t0, 0)  # the time left is estimated from the steps run (not skipped) in this phase
 
     def new_phase(self):
         """From here on steps are alike (the per-run pipelines): estimate the time left from them alone."""
-        self.phase = (time.time(), self.finished)
+        self.phase = (time.time(), self.finished - self.skipped)
 
     def start(self, title):
         with self.lock:
             self.started += 1
             now = time.time()
-            elapsed, done = now - self.t0, self.finished - self.phase[1]
+            elapsed, done = now - self.t0, self.finished - self.skipped - self.phase[1]
             eta = (now - self.phase[0]) / done * (self.total - self.finished) if done else float('nan')
             print(f"[{self.started}/{self.total}] {title}  (elapsed {elapsed / 60:.1f} min" +
                   (f", about {eta / 60:.1f} min left)" if eta == eta else ")"), flush=True)
