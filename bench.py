@@ -184,7 +184,7 @@ def build_step_model(name, device, compile_model, checkpointing):
                 model.vision.to(torch.bfloat16)  # a frozen encoder is held in bf16, as train.py does
         else:
             model = LM(cfg)
-    model.to(device).train()
+    model.train()
     if checkpointing:
         checkpoint_activations(model)
     step_module = torch.compile(model) if compile_model else model

@@ -155,7 +155,6 @@ def main():
     runs = [(arm, seed) for arm in arms for seed in seeds]
     commands = {f'{arm}_seed{seed}': None for arm, seed in runs}  # row name -> the commands behind it, in table order
     progress = Progress(3 + 3 * len(runs) + 1)
-    t0 = progress.t0
 
     world = [py, 'prepare_data.py', 'shapes', '--out', data, '--seed', '0', '--max_tokens', '256'] + plan['world']
     progress.run('the shapes world', world, log, done_when=os.path.join(data, 'text', 'manifest.json'))
@@ -209,9 +208,9 @@ def main():
                                         if 'loss' in r] for arm, seed in runs}
         plot_losses(curves, f'{out}/loss_{stage}.png', f'{stage} stage: train loss per arm and seed')
     commands['comparison'] = [compare]
-    write_report(out, table, finals, commands, seeds, time.time() - t0, data, progress.skipped)
+    write_report(out, table, finals, commands, seeds, time.time() - progress.t0, data, progress.skipped)
     print(f"wrote {out}/results.md, {out}/scores.png, {out}/loss_text.png, {out}/loss_mixed.png, {out}/loss_finetune.png "
-          f"({(time.time() - t0) / 60:.1f} min)")
+          f"({(time.time() - progress.t0) / 60:.1f} min)")
 
 
 def load_results(folder):

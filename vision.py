@@ -694,12 +694,12 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
     if manifest['image_size'] != vision.image_size:
         raise ValueError(f"{captions_dir}: images are {manifest['image_size']} px, preset '{preset}' takes {vision.image_size} px")
     images = np.zeros((len(shards), vision.image_size, vision.image_size, 3), dtype=np.uint8)
+    caption_of = lambda sample: sample['tokens'][sample['loss_mask'] > 0][:-1].tolist()  # without its closing <|endoftext|>
     captions = []
     for i in range(len(shards)):
         sample = shards[i]
         images[i] = sample['image']
-        caption = sample['tokens'][sample['loss_mask'] > 0][:-1]  # the caption, without its closing <|endoftext|>
-        captions.append(caption.tolist())
+        captions.append(caption_of(sample))
     longest = max(len(c) for c in captions)
     max_len = max_len or longest + 1  # + 1: the last position, where the text tower pools, is always padding
     cut = sum(len(c) > max_len for c in captions)
@@ -711,7 +711,7 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
     if len(held_out) >= 8:
         val = [held_out[i] for i in range(min(len(held_out), 256))]
         accuracy = retrieval_accuracy(model, np.stack([v['image'] for v in val]),
-                                      [v['tokens'][v['loss_mask'] > 0][:-1].tolist() for v in val])
+                                      [caption_of(v) for v in val])
         print(f"image -> caption retrieval on {len(val)} held-out pairs: {accuracy:.3f} (chance {1 / len(val):.3f})")
     save_siglip(model, out_dir)
     print(f"saved {out_dir}/model.safetensors")
