@@ -31,7 +31,8 @@ class LMConfig:
     rope_base: float = 10000.0
 
 
-# The paper's Table 2 sizes, and small ones for the CPU (byte vocabulary: 256 bytes + 2 specials -> 320).
+# The paper's Table 2 sizes, and small ones for the CPU (vocab_size of the byte tokenizer; training takes the
+# vocabulary size from the data's manifest, e.g. 1280 for the shapes tokenizer).
 LM_PRESETS = {
     '1b': dict(n_layer=24, n_head=16, n_embd=2048, block_size=2048, vocab_size=50304),
     '79m': dict(n_layer=8, n_head=4, n_embd=512, block_size=2048, vocab_size=50304),

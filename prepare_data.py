@@ -49,9 +49,13 @@ import vision
 
 # GPT-2 has only <|endoftext|>: it is also BOS and document separator. <|image|> takes the first
 # padded id, so its embedding row exists but is never used (the VLM puts patches there).
+# 'shapes' (the CPU study): the 256 bytes, then one token per word of the shapes world, so a tiny model
+# reads a question in ~8 tokens instead of ~35 and answers in one; other text falls back to bytes.
+SHAPES_WORDS = len(shapes.vocabulary())
 TOKENIZERS = {
     'gpt2': dict(eot_id=50256, image_id=50257, vocab_size=50304),
     'bytes': dict(eot_id=256, image_id=257, vocab_size=320),
+    'shapes': dict(eot_id=256 + SHAPES_WORDS, image_id=257 + SHAPES_WORDS, vocab_size=(258 + SHAPES_WORDS + 63) // 64 * 64),
 }
 # tiktoken's r50k regex, the pre-tokenizer of GPT-2
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -131,7 +135,8 @@ _tokenizer_cache = {}
 
 
 def get_tokenizer(name):
-    """A tiktoken Encoding with the special tokens of the contracts: 'gpt2' (exact GPT-2 ids) or 'bytes'."""
+    """A tiktoken Encoding with the special tokens of the contracts: 'gpt2' (exact GPT-2 ids), 'bytes' or
+    'shapes' (bytes + the shapes world's words)."""
     if name not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
     if name in _tokenizer_cache:
@@ -142,6 +147,8 @@ def get_tokenizer(name):
         ranks = load_ranks(gpt2_ranks_path())
     else:
         ranks = {bytes([i]): i for i in range(256)}
+        if name == 'shapes':  # tiktoken looks a whole piece up before merging, so no merge rules are needed
+            ranks.update({word.encode(): 256 + i for i, word in enumerate(shapes.vocabulary())})
     enc = tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
     _tokenizer_cache[name] = enc
     return enc
@@ -1064,7 +1071,7 @@ SHAPES_SIZES = ('n_caption', 'n_instruct', 'n_instruct_text', 'n_val', 'val_ques
                 'val_text_mb', 'n_mc')
 
 
-def prepare_shapes(out_dir, seed=0, tokenizer='bytes', image_size=48, image_positions=None, max_tokens=1024,
+def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_positions=None, max_tokens=1024,
                    val_fraction=0.005, workers=None, **sizes):
     """out/raw (the world, as shapes.write_world writes it; eval reads raw/vqa and raw/text_mc),
     out/captions, out/instruct (image shards) and out/text (token shards). Finished steps are skipped."""
@@ -1092,8 +1099,11 @@ def prepare_shapes(out_dir, seed=0, tokenizer='bytes', image_size=48, image_posi
     for step in ('captions', 'instruct', 'text'):
         out = os.path.join(out_dir, step)
         if os.path.isfile(os.path.join(out, 'manifest.json')):
-            print(f"{out}: manifest.json exists, step skipped")
             manifests[step] = read_manifest(out)
+            if manifests[step]['tokenizer'] != tokenizer:
+                raise SystemExit(f"{out} was prepared with the tokenizer '{manifests[step]['tokenizer']}', "
+                                 f"'{tokenizer}' asked; remove {out_dir} or choose another --out")
+            print(f"{out}: manifest.json exists, step skipped")
         elif step == 'captions':
             manifests[step] = prepare_images('captions', [os.path.join(raw, 'captions')], out, **settings)
         elif step == 'instruct':
@@ -1143,7 +1153,7 @@ def main(argv=None):
     p = sub.add_parser('shapes', help='write the synthetic shapes world and prepare all its data')
     p.add_argument('--out', default='data/shapes')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--tokenizer', default='bytes', choices=sorted(TOKENIZERS))
+    p.add_argument('--tokenizer', default='shapes', choices=sorted(TOKENIZERS))
     p.add_argument('--image_size', type=int, default=48)
     p.add_argument('--image_positions', type=int, default=None)
     p.add_argument('--max_tokens', type=int, default=1024)

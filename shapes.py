@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import time
 from collections import Counter
@@ -819,6 +820,34 @@ def vqa_answers(answer, answer_type):
     if answer_type == 'number':
         words[7:] = [COUNT_WORDS[int(answer)]] * 3
     return [{'answer': w, 'answer_confidence': 'yes', 'answer_id': i + 1} for i, w in enumerate(words)]
+
+
+# -----------------------------------------------------------------------------
+# the world's words: the vocabulary of the CPU study's tokenizer (prepare_data.py, 'shapes')
+
+_WORD_PIECE = re.compile(r" ?[A-Za-z]+| ?[0-9]+")  # GPT-2's letter and number pieces, for ASCII text
+
+
+@lru_cache(maxsize=1)
+def vocabulary():
+    """Every word piece (' circle', 'What', ' 2', ...) of a fixed sample of everything the world writes,
+    sorted: the same list on every machine for this version of the generators. A tokenizer that
+    makes each one a token needs ~4x fewer tokens than bytes, and every VQA answer is one token."""
+    rng, text_rng = np.random.default_rng(2024), random.Random(2024)
+
+    def chat(turns):  # as prepare_data.chat_tokens lays a conversation out: the answer after a space
+        return '\n'.join(f"{'User:' if t['from'] == 'human' else 'Assistant:'} {t['value']}" for t in turns)
+
+    texts = []
+    for _ in range(400):
+        scene = make_scene(rng)
+        texts += [caption(scene, rng), chat(image_conversation(scene, rng, {}, len(QUESTION_TYPES))[0])]
+    texts += corpus_documents(text_rng, 200_000)
+    decks = _FactDecks(text_rng)
+    texts += [chat(text_conversation(text_rng, decks)) for _ in range(200)]
+    for item in mc_questions(text_rng, sum(len(fact_questions(f, 'held_out')) for f in FACTS)):
+        texts += [item['question']['stem']] + [c['text'] for c in item['question']['choices']]
+    return tuple(sorted({piece for t in texts for piece in _WORD_PIECE.findall(t)}))
 
 
 # -----------------------------------------------------------------------------

@@ -588,7 +588,7 @@ def _check_pairs(images, captions, vision, text):
 
 
 def train_tower(images, captions, model=None, vision='tiny', text=None, steps=1000, batch_size=64,
-                lr=1e-3, weight_decay=1e-4, warmup=50, seed=0, device='cpu', progress=True):
+                lr=5e-4, weight_decay=1e-4, warmup=50, seed=0, device='cpu', progress=True):
     """Pre-train a small SigLIP with the sigmoid loss on CPU (or any device).
 
     images: uint8 (N, S, S, 3) numpy array or memmap; captions: N lists of token ids (truncated /
@@ -683,7 +683,7 @@ def info(path):
     print(f"vision tower: {vision:,} parameters ({vision / 1e6:.1f}M); whole checkpoint: {total:,}")
 
 
-def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=1e-3, seed=0, max_len=0):
+def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=5e-4, seed=0, max_len=0):
     """Pre-train a small tower on prepared caption shards (the CPU study) and save it in the HF layout.
     max_len: caption tokens the text tower reads; 0 = the longest caption, so none is cut (a cut
     caption no longer describes its image, and the contrastive task stops teaching the tower)."""
@@ -730,7 +730,7 @@ if __name__ == "__main__":
     p.add_argument('--preset', default='tiny', choices=sorted(PRESETS))
     p.add_argument('--steps', type=int, default=1000)
     p.add_argument('--batch_size', type=int, default=64)
-    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--lr', type=float, default=5e-4)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--max_len', type=int, default=0, help='caption tokens read by the text tower (0 = the longest caption)')
     args = parser.parse_args()

@@ -6,10 +6,10 @@ init_from = 'out/study/mixed/frozen_mlp2/ckpt.pt'
 text_data = 'data/shapes/text'
 instruct_data = 'data/shapes/instruct'
 freeze_vision = True
-block_size = 256
-batch_size = 16
+block_size = 128
+batch_size = 32
 epochs = 1
-max_iters = 180  # the CPU study stops here, before the end of the epoch (0 = from epochs and the data)
+max_iters = 180  # the CPU study stops here, after ~1.2 passes over the conversations (0 = from epochs and the data)
 learning_rate = 1e-3
 min_lr = 1e-4
 vision_lr = 1e-4

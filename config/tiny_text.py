@@ -1,4 +1,5 @@
-# The CPU study, step 1: a tiny LM (d 128, 4 layers, byte vocabulary) on the shapes-world text corpus.
+# The CPU study, step 1: a tiny LM (d 128, 4 layers; the shapes tokenizer: bytes + one token per world word)
+# on the shapes-world text corpus.
 #   python prepare_data.py shapes --out data/shapes --max_tokens 256
 #   python train.py config/tiny_text.py
 out_dir = 'out/study/text'
@@ -6,9 +7,9 @@ text_data = 'data/shapes/text'
 n_layer = 4
 n_head = 4
 n_embd = 128
-block_size = 256
-batch_size = 16
-max_iters = 700  # ~2.9M tokens, about one pass over the corpus
+block_size = 128
+batch_size = 32
+max_iters = 300  # ~1.2M tokens, about 1.6 passes over the corpus (~740K tokens)
 learning_rate = 3e-3
 min_lr = 3e-4
 warmup_iters = 50

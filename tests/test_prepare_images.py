@@ -48,8 +48,9 @@ def all_samples(folder):
     return samples
 
 
-def text_of(tokens):
-    return get_tokenizer('bytes').decode([int(t) for t in tokens if t < 256])
+def text_of(tokens, tokenizer='bytes'):
+    special = TOKENIZERS[tokenizer]['eot_id']  # the specials come after every ordinary token
+    return get_tokenizer(tokenizer).decode([int(t) for t in tokens if t < special])
 
 
 def check_caption_sample(sample, caption, image):
@@ -323,7 +324,7 @@ def test_prepare_shapes_end_to_end(tmp_path, capsys):
     world = json.loads((out / 'raw' / 'world.json').read_text())
     captions, instruct, text = (read_manifest(str(out / k)) for k in ('captions', 'instruct', 'text'))
     assert (captions['kind'], instruct['kind'], text['kind']) == ('captions', 'instruct', 'text')
-    assert captions['image_size'] == 48 and captions['image_positions'] == 9 and captions['tokenizer'] == 'bytes'
+    assert captions['image_size'] == 48 and captions['image_positions'] == 9 and captions['tokenizer'] == 'shapes'
     assert sum(captions['num_samples'].values()) == world['counts']['caption_images']
     assert sum(instruct['num_samples'].values()) == world['counts']['instruct_images'] + \
         world['counts']['instruct_text_conversations']
@@ -332,7 +333,7 @@ def test_prepare_shapes_end_to_end(tmp_path, capsys):
     rows = [json.loads(line) for line in (out / 'raw' / 'captions' / 'captions.jsonl').read_text().splitlines()]
     sample = ImageShards(str(out / 'captions'))[0]
     row = next(r for r in rows if r['image'] == sample['source'])
-    assert text_of(sample['tokens']) == row['caption']
+    assert text_of(sample['tokens'], 'shapes') == row['caption']
     np.testing.assert_array_equal(sample['image'], np.asarray(Image.open(out / 'raw' / 'captions' / row['image'])))
     assert read_token_shard(str(out / 'text' / text['shards']['val'][0]['name'])).size == text['num_tokens']['val']
     assert (out / 'raw' / 'vqa' / 'questions.json').is_file() and (out / 'raw' / 'text_mc' / 'arc_shapes.jsonl').is_file()
@@ -342,3 +343,5 @@ def test_prepare_shapes_end_to_end(tmp_path, capsys):
     assert printed.count('step skipped') == 3 and 'world already written' in printed
     with pytest.raises(SystemExit, match='other settings'):
         prepare_shapes(str(out), seed=1, **SHAPES_SIZES)
+    with pytest.raises(SystemExit, match="tokenizer 'shapes', 'bytes' asked"):  # stale data is never reused
+        prepare_shapes(str(out), seed=0, tokenizer='bytes', **SHAPES_SIZES)

@@ -27,6 +27,41 @@ def test_byte_tokenizer():
     assert 256 not in enc.encode_ordinary('<|endoftext|>')
 
 
+def test_shapes_tokenizer_one_token_per_world_word_and_lossless():
+    import shapes
+    enc, ids = get_tokenizer('shapes'), TOKENIZERS['shapes']
+    words = shapes.vocabulary()
+    assert ids['eot_id'] == 256 + len(words) and ids['image_id'] == ids['eot_id'] + 1 == enc.n_vocab - 1
+    assert ids['vocab_size'] % 64 == 0 and ids['vocab_size'] > ids['image_id']
+    assert enc.encode('<|endoftext|><|image|>', allowed_special='all') == [ids['eot_id'], ids['image_id']]
+    # every VQA answer, as the chat template writes it (after a space), is a single token
+    for _, space in shapes.QUESTION_TYPES.values():
+        for answer in space:
+            assert len(enc.encode_ordinary(' ' + answer)) == 1, answer
+    question = 'What color is the circle?\nAnswer the question using a single word or phrase.'
+    pieces = [enc.decode([t]) for t in enc.encode_ordinary(question)]
+    assert pieces == ['What', ' color', ' is', ' the', ' circle', '?', '\n', 'Answer', ' the', ' question', ' using',
+                      ' a', ' single', ' word', ' or', ' phrase', '.']
+    # text outside the world falls back to bytes, and every text comes back unchanged
+    for text in ['Zebras ate 12 kiwis, said Zoë!', question, '  two  spaces\n\nand lines ', '<|endoftext|>']:
+        tokens = enc.encode_ordinary(text)
+        assert enc.decode(tokens) == text and max(tokens) < ids['eot_id']
+    assert enc.encode_ordinary('Zebras')[:2] == [ord('Z'), ord('e')]
+
+
+def test_shapes_vocabulary_is_the_same_in_every_process():
+    import subprocess
+    import sys
+
+    import shapes
+    code = "import hashlib, shapes; print(hashlib.sha256('\\n'.join(shapes.vocabulary()).encode()).hexdigest())"
+    hashes = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout.strip() for seed in (1, 2)}
+    import hashlib
+    assert hashes == {hashlib.sha256('\n'.join(shapes.vocabulary()).encode()).hexdigest()}
+    assert {' circle', ' red', ' left', 'What', ' 2', 'User', 'Assistant'} <= set(shapes.vocabulary())
+
+
 def test_chat_template_masks_everything_but_answers():
     enc = get_tokenizer('bytes')
     tokens, mask = chat_tokens(enc, [('user', 'Q1'), ('assistant', 'yes'), ('user', 'Q2'), ('assistant', 'no')], n_image=3)

@@ -33,6 +33,11 @@ def test_fast_study_runs_end_to_end(tmp_path):
     for png in ('scores.png', 'loss_text.png', 'loss_mixed.png', 'loss_finetune.png'):
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     # a second run skips every finished step
+    log = out / 'logs' / 'shared.log'
+    before = log.read_text()
     again = subprocess.run([sys.executable, 'study.py', '--fast', '--out', str(out), '--data', str(data)],
                            cwd=ROOT, capture_output=True, text=True)
-    assert again.returncode == 0 and again.stdout.count('skip (exists') == 3 + 3 * len(arms)
+    assert again.returncode == 0 and again.stdout.count('skip (exists') == 2 + 3 * len(arms)
+    # the world step always runs (it checks the data's tokenizer) and keeps what it finds
+    world = log.read_text()[len(before):]
+    assert 'world already written, kept' in world and world.count('step skipped') == 3

@@ -36,7 +36,7 @@ MIXED = ['--stage=mixed', '--batch_size=2', '--gradient_accumulation_steps=2', '
 @pytest.fixture(scope='module')
 def world(tmp_path_factory):
     out = str(tmp_path_factory.mktemp('shapes'))
-    prepare_shapes(out, seed=0, image_size=SIZE, image_positions=(SIZE // PATCH) ** 2, max_tokens=BLOCK + 1,
+    prepare_shapes(out, seed=0, tokenizer='bytes', image_size=SIZE, image_positions=(SIZE // PATCH) ** 2, max_tokens=BLOCK + 1,
                    workers=1, n_caption=300, n_instruct=100, n_instruct_text=30, n_val=20, text_mb=0.3, n_mc=20)
     return {k: os.path.join(out, k) for k in ('text', 'captions', 'instruct', 'raw')}
 
