@@ -1,5 +1,8 @@
+import hashlib
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -49,16 +52,14 @@ def test_shapes_tokenizer_one_token_per_world_word_and_lossless():
     assert enc.encode_ordinary('Zebras')[:2] == [ord('Z'), ord('e')]
 
 
-def test_shapes_vocabulary_is_the_same_in_every_process():
-    import subprocess
-    import sys
+VOCABULARY_DIGEST = "import hashlib, shapes; print(hashlib.sha256('\\n'.join(shapes.vocabulary()).encode()).hexdigest())"
 
+
+def test_shapes_vocabulary_is_the_same_in_every_process():
     import shapes
-    code = "import hashlib, shapes; print(hashlib.sha256('\\n'.join(shapes.vocabulary()).encode()).hexdigest())"
-    hashes = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
-                             env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout.strip() for seed in (1, 2)}
-    import hashlib
-    assert hashes == {hashlib.sha256('\n'.join(shapes.vocabulary()).encode()).hexdigest()}
+    digests = {subprocess.run([sys.executable, '-c', VOCABULARY_DIGEST], capture_output=True, text=True, check=True,
+                              env=dict(os.environ, PYTHONHASHSEED=str(seed))).stdout.strip() for seed in (1, 2)}
+    assert digests == {hashlib.sha256('\n'.join(shapes.vocabulary()).encode()).hexdigest()}
     assert {' circle', ' red', ' left', 'What', ' 2', 'User', 'Assistant'} <= set(shapes.vocabulary())
 
 
