@@ -1,13 +1,15 @@
 """
 The whole study on a CPU, on the synthetic shapes world, in one command:
 
-    python study.py            # the default: 4 arms x 2 seeds, about 16 minutes on 2 cores
+    python study.py            # the default: 4 arms x 2 seeds, about 18 minutes on 2 cores
     python study.py --fast     # a smoke run: smaller world, fewer steps, 1 seed (a few minutes)
 
 Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped):
   1. prepare_data.py shapes        the world: images, captions, conversations, VQA, text, text questions
-  2. vision.py pretrain            a tiny SigLIP tower, sigmoid loss, on the caption images
+  2. vision.py pretrain            a tiny SigLIP tower, sigmoid loss, on the caption images, with
+                                   hard negatives: each caption also with one shape name swapped
   3. train.py config/tiny_text.py  a tiny LM on the text corpus, milestones at 0/20/.../100 %
+     (2 and 3 run side by side, one CPU thread each, as the runs of step 4 do)
   4. per arm and seed: train.py config/tiny_mixed.py (from the 80 % milestone; the baseline arm
      from 100 %), then config/tiny_finetune.py, then eval.py (shapes VQA in the VQAv2 metric,
      shapes multiple choice in the ARC-easy metric, Vision and Text Stable Scores); two of these
@@ -16,7 +18,7 @@ Steps (each a normal command a reader can rerun by hand; a step whose output exi
   5. eval.py --compare: the table, mean ± std over seeds; loss curves and score bars as PNGs;
      out/study/results.md with the table and the exact commands behind every row.
 Seeds vary the mixed and finetune stages; the world, the tower and the text LM are shared.
-Each command's output goes to out/study/logs/ (shared.log, and one log per arm and seed).
+Each command's output goes to out/study/logs/ (world.log, tower.log, text.log, one log per arm and seed).
 """
 import argparse
 import json
@@ -34,10 +36,13 @@ ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
     'frozen_mlp1': dict(freeze_vision=True, projector='mlp1'),
     'after_text_frozen_mlp2': dict(freeze_vision=True, projector='mlp2', start='ckpt_100.pt'),  # the paper's baseline
 }
+# the tower: batches of 32 captions, each also met as a hard negative with one shape name swapped
+# (vision.swap_one_word); without those the tower learns color and position and stays blind to shape
+TOWER = ['--batch_size', '32', '--lr', '1e-3', '--swap_words', 'circle,square,triangle,star,cross']
 FAST = dict(world=['--n_caption=2000', '--n_instruct=800', '--n_instruct_text=200', '--n_val=100', '--text_mb=0.5',
                    '--n_mc=100'],
             tower_steps=100, text_iters=200, mixed_iters=60, finetune_iters=40, eval_limit=100, seeds=[0])
-DEFAULT = dict(world=[], tower_steps=600, text_iters=300, mixed_iters=90, finetune_iters=180, eval_limit=0,
+DEFAULT = dict(world=[], tower_steps=1600, text_iters=300, mixed_iters=90, finetune_iters=150, eval_limit=0,
                seeds=[0, 1])
 
 
@@ -149,7 +154,7 @@ def main():
     if unknown:
         sys.exit(f"unknown arms {unknown}; known: {list(ARMS)}")
     os.makedirs(os.path.join(out, 'logs'), exist_ok=True)
-    log = os.path.join(out, 'logs', 'shared.log')
+    log = os.path.join(out, 'logs', 'world.log')
     py = sys.executable
     shared = [f'--text_data={data}/text']
     runs = [(arm, seed) for arm in arms for seed in seeds]
@@ -159,11 +164,15 @@ def main():
     world = [py, 'prepare_data.py', 'shapes', '--out', data, '--seed', '0', '--max_tokens', '256'] + plan['world']
     progress.run('the shapes world', world, log)  # always run: it keeps what exists, and refuses data of another tokenizer
     tower = [py, 'vision.py', 'pretrain', '--captions', f'{data}/captions', '--out', f'{out}/tower',
-             '--steps', str(plan['tower_steps'])]
+             '--steps', str(plan['tower_steps'])] + TOWER
     text = [py, 'train.py', 'config/tiny_text.py', f'--out_dir={out}/text', f'--max_iters={plan["text_iters"]}'] + shared
-    # one after the other with every thread: the text stage is the longest step, and alone it runs faster
-    progress.run('a tiny SigLIP tower (sigmoid loss)', tower, log, done_when=f'{out}/tower/model.safetensors')
-    progress.run('the tiny LM on text', text, log, done_when=f'{out}/text/ckpt_100.pt')
+    # the tower and the text LM do not depend on each other: side by side, like the runs below
+    side_by_side([
+        lambda: progress.run('a tiny SigLIP tower (sigmoid loss)', tower, os.path.join(out, 'logs', 'tower.log'),
+                             done_when=f'{out}/tower/model.safetensors', threads=threads),
+        lambda: progress.run('the tiny LM on text', text, os.path.join(out, 'logs', 'text.log'),
+                             done_when=f'{out}/text/ckpt_100.pt', threads=threads),
+    ], args.jobs)
     if progress.failed:
         sys.exit(progress.failed)
 

@@ -557,12 +557,12 @@ class SiglipModel(nn.Module):
 
 
 def sigmoid_loss(logits):
-    """SigLIP's loss over a (B, B) logit matrix whose diagonal holds the matching pairs:
+    """SigLIP's loss over a (B, B + K) logit matrix whose first B columns hold the batch's captions
+    (the matching pairs on the diagonal) and whose K extra columns, if any, hold false captions:
     -log sigmoid(label * logit), label +1 on the diagonal and -1 elsewhere, summed over all pairs
     and divided by the batch size (as in the paper)."""
-    B = logits.size(0)
-    labels = 2 * torch.eye(B, device=logits.device, dtype=logits.dtype) - 1
-    return -F.logsigmoid(labels * logits).sum() / B
+    labels = 2 * torch.eye(*logits.shape, device=logits.device, dtype=logits.dtype) - 1
+    return -F.logsigmoid(labels * logits).sum() / logits.size(0)
 
 
 def pad_captions(captions, max_len, pad_id):
@@ -572,6 +572,29 @@ def pad_captions(captions, max_len, pad_id):
         ids = list(ids)[:max_len]
         tokens[i, :len(ids)] = ids
     return tokens
+
+
+def swap_one_word(tokens, groups, rng):
+    """False captions, as hard negatives: each caption with one word of a group (a shape name, say)
+    replaced by another word of that group which the caption does not already hold (a repeated word
+    would give the fake away). A batch of random captions differs in many words, so the sigmoid loss
+    is satisfied by the easiest (color, position) and never asks the tower for a hard one (shape); a
+    caption that differs from the true one in a single word does.
+    tokens (B, L) padded ids, groups: lists of token ids -> (K, L), K <= B: the captions that hold a
+    word of some group and have a word left to swap in."""
+    group_of = {t: g for g in groups for t in g}
+    fakes = []
+    for row in tokens:
+        places = [i for i, t in enumerate(row) if int(t) in group_of]
+        if not places:
+            continue
+        i = places[int(rng.integers(len(places)))]
+        others = [t for t in group_of[int(row[i])] if t not in row]
+        if others:
+            fake = row.copy()
+            fake[i] = others[int(rng.integers(len(others)))]
+            fakes.append(fake)
+    return np.stack(fakes) if fakes else tokens[:0]
 
 
 def _check_pairs(images, captions, vision, text):
@@ -588,13 +611,16 @@ def _check_pairs(images, captions, vision, text):
 
 
 def train_tower(images, captions, model=None, vision='tiny', text=None, steps=1000, batch_size=64,
-                lr=5e-4, weight_decay=1e-4, warmup=50, seed=0, device='cpu', progress=True):
+                lr=5e-4, weight_decay=1e-4, warmup=50, grad_clip=1.0, seed=0, device='cpu', progress=True,
+                swap_groups=()):
     """Pre-train a small SigLIP with the sigmoid loss on CPU (or any device).
 
     images: uint8 (N, S, S, 3) numpy array or memmap; captions: N lists of token ids (truncated /
     padded to text.max_len). model: a SiglipModel to continue training, else a new one of the
     `vision` preset (name or SiglipConfig) and `text` TextConfig. AdamW, linear warmup then cosine
-    decay to lr/10, weight decay on matrices only. Returns the model in eval mode."""
+    decay to lr/10, weight decay on matrices only, gradients clipped to norm grad_clip (0 = off).
+    swap_groups: lists of interchangeable token ids; each caption of a batch then also meets the image
+    as a hard negative with one of them swapped (swap_one_word). Returns the model in eval mode."""
     if model is None:
         vision = PRESETS[vision] if isinstance(vision, str) else vision
         torch.manual_seed(seed)
@@ -621,12 +647,17 @@ def train_tower(images, captions, model=None, vision='tiny', text=None, steps=10
     for step in bar:
         idx = np.sort(rng.choice(len(images), batch_size, replace=False))  # sorted: memmap-friendly reads
         pixels = normalize(torch.from_numpy(np.ascontiguousarray(images[idx])).to(device))
-        logits = model(pixels, torch.from_numpy(tokens[idx]).to(device))
+        texts = tokens[idx]
+        if swap_groups:
+            texts = np.concatenate([texts, swap_one_word(texts, swap_groups, rng)])  # (B + K, L)
+        logits = model(pixels, torch.from_numpy(texts).to(device))  # (B, B + K)
         loss = sigmoid_loss(logits)
         for group in optimizer.param_groups:
             group['lr'] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
     return model.eval()
@@ -643,6 +674,26 @@ def retrieval_accuracy(model, images, captions):
                    torch.from_numpy(tokens).to(device))
     best = logits.argmax(dim=1).cpu().numpy()
     return float(np.mean([(tokens[b] == tokens[i]).all() for i, b in enumerate(best)]))
+
+
+@torch.no_grad()
+def swap_accuracy(model, images, captions, groups, seed=0):
+    """How often an image scores its caption above the same caption with one word of a group swapped
+    (swap_one_word); 0.5 = a tower blind to those words. Retrieval saturates long before this does:
+    the other captions of a batch are told apart by easier words. Captions with nothing to swap are
+    left out. -> (accuracy, number of captions scored)."""
+    tcfg = model.text_model.cfg
+    device = next(model.parameters()).device
+    tokens = pad_captions(captions, tcfg.max_len, tcfg.pad_id)
+    rng = np.random.default_rng(seed)
+    fakes = [swap_one_word(tokens[i:i + 1], groups, rng) for i in range(len(tokens))]
+    keep = [i for i, fake in enumerate(fakes) if len(fake)]
+    if not keep:
+        return float('nan'), 0
+    pixels = normalize(torch.from_numpy(np.ascontiguousarray(images[keep]))).to(device)
+    true = model(pixels, torch.from_numpy(tokens[keep]).to(device)).diagonal()
+    fake = model(pixels, torch.from_numpy(np.concatenate([fakes[i] for i in keep])).to(device)).diagonal()
+    return float((true > fake).float().mean()), len(keep)
 
 
 def save_siglip(model, out_dir):
@@ -683,13 +734,35 @@ def info(path):
     print(f"vision tower: {vision:,} parameters ({vision / 1e6:.1f}M); whole checkpoint: {total:,}")
 
 
-def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=5e-4, seed=0, max_len=0):
+def word_groups(groups, tokenizer):
+    """'circle,square,...' strings -> lists of token ids, one per word as it reads inside a caption
+    (after a space); a word that is not a single token cannot be swapped in place and is refused."""
+    from prepare_data import encode, get_tokenizer
+    enc = get_tokenizer(tokenizer)
+    out = []
+    for group in groups:
+        words = [w for w in group.split(',') if w]
+        ids = [encode(enc, ' ' + w) for w in words]
+        for w, i in zip(words, ids):
+            if len(i) != 1:
+                raise ValueError(f"swap word {w!r} is {len(i)} tokens in the {tokenizer!r} tokenizer, not one")
+        if len(words) < 2:
+            raise ValueError(f"swap group {group!r} needs at least two words")
+        out.append([i[0] for i in ids])
+    return out
+
+
+def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=5e-4, seed=0, max_len=0,
+             swap_words=()):
     """Pre-train a small tower on prepared caption shards (the CPU study) and save it in the HF layout.
     max_len: caption tokens the text tower reads; 0 = the longest caption, so none is cut (a cut
-    caption no longer describes its image, and the contrastive task stops teaching the tower)."""
+    caption no longer describes its image, and the contrastive task stops teaching the tower).
+    swap_words: groups of interchangeable words ('circle,square,triangle'); each caption of a batch
+    also gets a false copy with one of them swapped, as a hard negative (see swap_one_word)."""
     from prepare_data import ImageShards
     shards = ImageShards(captions_dir, 'train')
     manifest = shards.manifest
+    swap_groups = word_groups(swap_words, manifest['tokenizer'])
     vision = PRESETS[preset]
     if manifest['image_size'] != vision.image_size:
         raise ValueError(f"{captions_dir}: images are {manifest['image_size']} px, preset '{preset}' takes {vision.image_size} px")
@@ -706,13 +779,17 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
     if cut:
         print(f"warning: {cut:,} of {len(captions):,} captions are longer than max_len={max_len} tokens and are cut")
     text = TextConfig(vocab_size=manifest['vocab_size'], max_len=max_len, pad_id=manifest['eot_id'])
-    model = train_tower(images, captions, vision=preset, text=text, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    model = train_tower(images, captions, vision=preset, text=text, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                        swap_groups=swap_groups)
     held_out = ImageShards(captions_dir, 'val')
     if len(held_out) >= 8:
         val = [held_out[i] for i in range(min(len(held_out), 256))]
-        accuracy = retrieval_accuracy(model, np.stack([v['image'] for v in val]),
-                                      [caption_of(v) for v in val])
+        val_images, val_captions = np.stack([v['image'] for v in val]), [caption_of(v) for v in val]
+        accuracy = retrieval_accuracy(model, val_images, val_captions)
         print(f"image -> caption retrieval on {len(val)} held-out pairs: {accuracy:.3f} (chance {1 / len(val):.3f})")
+        if swap_groups:
+            accuracy, n = swap_accuracy(model, val_images, val_captions, swap_groups)
+            print(f"caption above its one-word swap on {n} held-out pairs: {accuracy:.3f} (chance 0.5)")
     save_siglip(model, out_dir)
     print(f"saved {out_dir}/model.safetensors")
     return model
@@ -733,12 +810,15 @@ if __name__ == "__main__":
     p.add_argument('--lr', type=float, default=5e-4)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--max_len', type=int, default=0, help='caption tokens read by the text tower (0 = the longest caption)')
+    p.add_argument('--swap_words', nargs='*', default=[], metavar='W1,W2,...',
+                   help='groups of interchangeable words: each caption also gets a copy with one swapped, as a hard negative')
     args = parser.parse_args()
     try:
         if args.command == 'info':
             info(args.path)
         else:
-            pretrain(args.captions, args.out, args.preset, args.steps, args.batch_size, args.lr, args.seed, args.max_len)
+            pretrain(args.captions, args.out, args.preset, args.steps, args.batch_size, args.lr, args.seed, args.max_len,
+                     args.swap_words)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -9,7 +9,7 @@ freeze_vision = True
 block_size = 128
 batch_size = 32
 epochs = 1
-max_iters = 180  # the CPU study stops here, after ~1.2 passes over the conversations (0 = from epochs and the data)
+max_iters = 150  # the CPU study stops here, after ~1.0 pass over the conversations (0 = from epochs and the data)
 learning_rate = 1e-3
 min_lr = 1e-4
 vision_lr = 1e-4

@@ -33,7 +33,7 @@ def test_fast_study_runs_end_to_end(tmp_path):
     for png in ('scores.png', 'loss_text.png', 'loss_mixed.png', 'loss_finetune.png'):
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     # a second run skips every finished step
-    log = out / 'logs' / 'shared.log'
+    log = out / 'logs' / 'world.log'
     before = log.read_text()
     again = subprocess.run([sys.executable, 'study.py', '--fast', '--out', str(out), '--data', str(data)],
                            cwd=ROOT, capture_output=True, text=True)

@@ -13,7 +13,8 @@ from PIL import Image
 
 import vision
 from vision import (ImageError, SiglipConfig, SiglipModel, SiglipVisionTower, TextConfig, load_siglip, normalize,
-                    pad_captions, preprocess, retrieval_accuracy, save_siglip, sigmoid_loss, train_tower)
+                    pad_captions, preprocess, retrieval_accuracy, save_siglip, sigmoid_loss, swap_accuracy,
+                    swap_one_word, train_tower, word_groups)
 
 # -----------------------------------------------------------------------------
 # parity with transformers' SiglipVisionModel, over every checkpoint layout
@@ -330,6 +331,42 @@ def test_sigmoid_loss_matches_plain_reference():
     assert abs(sigmoid_loss(logits).item() - expected / 5) < 1e-10
 
 
+def test_sigmoid_loss_extra_columns_are_negatives():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, dtype=torch.float64) * 4  # 3 pairs, then 4 false captions
+    expected = sum(math.log(1 + math.exp((-1 if i == j else 1) * logits[i, j].item()))
+                   for i in range(3) for j in range(7))
+    assert abs(sigmoid_loss(logits).item() - expected / 3) < 1e-10
+
+
+def test_swap_one_word_makes_one_word_false_captions():
+    groups = [[10, 11, 12], [20, 21]]
+    tokens = np.array([[10, 5, 20, 0, 0],    # two swappable words
+                       [5, 6, 7, 0, 0],      # none: left out
+                       [10, 11, 12, 0, 0],   # its group is used up: a swap would repeat a word, left out
+                       [12, 21, 5, 0, 0]])
+    group_of = {t: g for g in groups for t in g}
+    for seed in range(20):
+        fakes = swap_one_word(tokens, groups, np.random.default_rng(seed))
+        assert fakes.shape == (2, 5)
+        for row, fake in zip(tokens[[0, 3]], fakes):
+            (i,) = np.flatnonzero(row != fake)  # exactly one position changed
+            assert fake[i] in group_of[row[i]] and fake[i] not in row
+    assert swap_one_word(tokens[1:3], groups, np.random.default_rng(0)).shape == (0, 5)
+
+
+def test_word_groups_reads_single_token_words():
+    from prepare_data import encode, get_tokenizer
+    enc = get_tokenizer('shapes')
+    (ids,) = word_groups(['circle,square,star'], 'shapes')
+    assert ids == [encode(enc, ' circle')[0], encode(enc, ' square')[0], encode(enc, ' star')[0]]
+    assert enc.decode(ids) == ' circle square star'
+    with pytest.raises(ValueError, match="'circle' is 7 tokens in the 'bytes' tokenizer"):
+        word_groups(['circle,square'], 'bytes')
+    with pytest.raises(ValueError, match='at least two words'):
+        word_groups(['circle'], 'shapes')
+
+
 def test_model_logits_match_formula():
     torch.manual_seed(0)
     model = SiglipModel(SiglipConfig(16, 4, 32, 1, 2, 64), TextConfig(width=32, depth=1, heads=2, mlp_dim=64))
@@ -393,6 +430,37 @@ def test_training_learns_the_pairing_and_round_trips(tmp_path, one_thread):
         for layer in (-2, -1, 0):
             assert torch.equal(tower(held_pixels, layer), model.vision_model(held_pixels, layer))
         assert torch.equal(tower.embed(held_pixels), model.vision_model.embed(held_pixels))
+
+
+def _half_dark_pairs(n, seed):
+    """Images of one of 64 colours with the left or the right half darkened; captions [colour, side] as
+    token ids (100 + colour, 200 = left, 201 = right). Random captions of a batch are told apart by
+    their colour: the in-batch negatives never ask for the side."""
+    rng = np.random.default_rng(seed)
+    colours, sides = rng.integers(0, 64, n), rng.integers(0, 2, n)
+    levels = np.array([20, 90, 165, 235])
+    rgb = np.stack([levels[colours // 16], levels[colours // 4 % 4], levels[colours % 4]], 1).astype(np.int16)
+    images = rgb[:, None, None, :] + rng.integers(-8, 9, (n, 16, 16, 3))
+    for image, side in zip(images, sides):
+        image[:, 8 * side:8 * side + 8] //= 3
+    captions = [[100 + int(c), 200 + int(s)] for c, s in zip(colours, sides)]
+    return np.clip(images, 0, 255).astype(np.uint8), captions
+
+
+def test_hard_negatives_teach_the_swapped_word(one_thread):
+    images, captions = _half_dark_pairs(1024, seed=0)
+    held_images, held_captions = _half_dark_pairs(200, seed=1)
+    scores = []
+    for swap_groups in ([[200, 201]], []):
+        torch.manual_seed(0)
+        model = SiglipModel(SiglipConfig(16, 4, 64, 2, 4, 128), TextConfig(width=64, depth=1, heads=4, mlp_dim=128, max_len=4))
+        model = train_tower(images, captions, model=model, steps=600, batch_size=32, lr=1e-3, warmup=10, progress=False,
+                            swap_groups=swap_groups)
+        accuracy, n = swap_accuracy(model, held_images, held_captions, [[200, 201]])
+        assert n == 200
+        scores.append(accuracy)
+    # the true side above the other side (chance 0.5): learnt from the swapped captions, not without them
+    assert scores[0] >= 0.9 and scores[1] <= 0.7, scores
 
 
 def test_saved_checkpoint_is_an_hf_siglip_model(tmp_path):
