@@ -691,9 +691,11 @@ def swap_accuracy(model, images, captions, groups, seed=0):
     if not keep:
         return float('nan'), 0
     pixels = normalize(torch.from_numpy(np.ascontiguousarray(images[keep]))).to(device)
-    true = model(pixels, torch.from_numpy(tokens[keep]).to(device)).diagonal()
-    fake = model(pixels, torch.from_numpy(np.concatenate([fakes[i] for i in keep])).to(device)).diagonal()
-    return float((true > fake).float().mean()), len(keep)
+    texts = np.concatenate([tokens[keep]] + [fakes[i] for i in keep])  # (2K, L): the captions, then their fakes
+    logits = model(pixels, torch.from_numpy(texts).to(device))  # (K, 2K), one pass of each tower
+    K = len(keep)
+    true, fake = logits[:, :K].diagonal(), logits[:, K:].diagonal()
+    return float((true > fake).float().mean()), K
 
 
 def save_siglip(model, out_dir):
