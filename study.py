@@ -41,8 +41,8 @@ ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
 TOWER = ['--batch_size', '32', '--lr', '1e-3', '--swap_words', 'circle,square,triangle,star,cross']
 FAST = dict(world=['--n_caption=2000', '--n_instruct=800', '--n_instruct_text=200', '--n_val=100', '--text_mb=0.5',
                    '--n_mc=100'],
-            tower_steps=100, text_iters=200, mixed_iters=60, finetune_iters=40, eval_limit=100, seeds=[0])
-DEFAULT = dict(world=[], tower_steps=1600, text_iters=300, mixed_iters=90, finetune_iters=150, eval_limit=0,
+            tower_steps=100, text_iters=120, mixed_iters=40, finetune_iters=80, eval_limit=100, seeds=[0])
+DEFAULT = dict(world=[], tower_steps=1600, text_iters=300, mixed_iters=90, finetune_iters=600, eval_limit=0,
                seeds=[0, 1])
 
 
@@ -227,27 +227,44 @@ def load_results(folder):
         return json.load(f)
 
 
+def sampling_error(results, group):
+    """One standard error of a run's Stable Score that comes from the size of its test sets alone
+    (binomial, per task, scaled as the score scales the accuracy): scores on a few hundred questions
+    move by this much under any change, so a smaller gap is noise whatever the seeds say."""
+    tasks = [t for t in results['tasks'].values() if t.get('group') == group and t.get('acc') is not None and t.get('n')]
+    if not tasks:
+        return 0.0
+    terms = [(t['acc'] * (1 - t['acc']) / t['n']) ** 0.5 / (1 - t['chance']) for t in tasks]
+    return sum(x * x for x in terms) ** 0.5 / len(terms)
+
+
 def spread_verdicts(finals):
     """For each arm against the default recipe (the first arm): is the gap in each score larger than the
-    seed spread (|difference of means| > sum of the standard deviations over seeds)?"""
+    spread? The spread is the larger of the seed spread (sum of the standard deviations over seeds) and
+    twice the test sets' sampling error of the gap (sampling_error); with two seeds the first alone can
+    be 0 (two equal scores)."""
     import statistics
     groups = {}
     for folder in finals:
         arm = os.path.basename(folder).rsplit('_seed', 1)[0]
         groups.setdefault(arm, []).append(load_results(folder))
-    metrics = [('Vision Stable', lambda r: r['vision_stable_score']), ('Text Stable', lambda r: r['text_stable_score'])]
+    metrics = [('Vision Stable', 'vision'), ('Text Stable', 'text')]
     arms = list(groups)
     lines = []
     for arm in arms[1:]:
-        for name, get in metrics:
-            a, b = [get(r) for r in groups[arms[0]]], [get(r) for r in groups[arm]]
-            if len(a) < 2 or len(b) < 2:
+        for name, group in metrics:
+            runs_a, runs_b = groups[arms[0]], groups[arm]
+            if len(runs_a) < 2 or len(runs_b) < 2:
                 lines.append(f"- {arm} vs {arms[0]}, {name}: one seed only, the spread is unknown")
                 continue
+            a, b = [r[f'{group}_stable_score'] for r in runs_a], [r[f'{group}_stable_score'] for r in runs_b]
             gap = statistics.mean(b) - statistics.mean(a)
-            spread = statistics.stdev(a) + statistics.stdev(b)
-            verdict = 'larger than the seed spread' if abs(gap) > spread else 'within the seed spread'
-            lines.append(f"- {arm} vs {arms[0]}, {name}: {100 * gap:+.1f} points, {verdict} ({100 * spread:.1f})")
+            seeds = statistics.stdev(a) + statistics.stdev(b)
+            error = lambda runs: statistics.mean(sampling_error(r, group) for r in runs)
+            sampling = 2 * (error(runs_a) ** 2 + error(runs_b) ** 2) ** 0.5
+            verdict = 'larger than the spread' if abs(gap) > max(seeds, sampling) else 'within the spread'
+            lines.append(f"- {arm} vs {arms[0]}, {name}: {100 * gap:+.1f} points, {verdict} "
+                         f"(seeds {100 * seeds:.1f}, test-set sampling {100 * sampling:.1f})")
     return lines
 
 

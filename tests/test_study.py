@@ -41,3 +41,35 @@ def test_fast_study_runs_end_to_end(tmp_path):
     # the world step always runs (it checks the data's tokenizer) and keeps what it finds
     world = log.read_text()[len(before):]
     assert 'world already written, kept' in world and world.count('step skipped') == 3
+
+
+def write_run(folder, vqa_acc, mc_acc, mc_chance=0.25, n_vqa=2000, n_mc=300):
+    os.makedirs(folder)
+    results = {'tasks': {'shapes_vqa': {'group': 'vision', 'acc': vqa_acc, 'chance': 0.0, 'n': n_vqa},
+                         'shapes_mc': {'group': 'text', 'acc': mc_acc, 'chance': mc_chance, 'n': n_mc}},
+               'vision_stable_score': vqa_acc, 'text_stable_score': (mc_acc - mc_chance) / (1 - mc_chance)}
+    with open(os.path.join(folder, 'results.json'), 'w') as f:
+        json.dump(results, f)
+    return str(folder)
+
+
+def test_spread_takes_the_larger_of_seeds_and_test_set_sampling(tmp_path):
+    sys.path.insert(0, ROOT)
+    from study import spread_verdicts
+    # two equal seeds per arm (seed spread 0): only the test sets' sampling error can call a gap noise
+    finals = [write_run(tmp_path / f'{arm}_seed{s}', vqa, mc) for arm, vqa, mc in
+              [('base', 0.50, 0.70), ('near', 0.52, 0.73), ('far', 0.60, 0.85)] for s in (0, 1)]
+    lines = spread_verdicts(finals)
+    # VQA at 0.5 on 2,000 questions: one standard error sqrt(0.25 / 2000) = 1.118 points per arm, the gap's
+    # 2 * sqrt(2) * 1.118 = 3.16; at 0.52 sqrt(0.2496 / 2000) = 1.117, so 2 * sqrt(1.118^2 + 1.117^2) = 3.16
+    assert lines[0] == '- near vs base, Vision Stable: +2.0 points, within the spread (seeds 0.0, test-set sampling 3.2)'
+    # MC on 300 questions, chance 1/4: sqrt(0.7 * 0.3 / 300) / 0.75 = 3.528, sqrt(0.73 * 0.27 / 300) / 0.75 = 3.418
+    # -> 2 * sqrt(3.528^2 + 3.418^2) = 9.82; the gap (0.73 - 0.70) / 0.75 = 4.0 points
+    assert lines[1] == '- near vs base, Text Stable: +4.0 points, within the spread (seeds 0.0, test-set sampling 9.8)'
+    assert lines[2].startswith('- far vs base, Vision Stable: +10.0 points, larger than the spread')
+    assert lines[3].startswith('- far vs base, Text Stable: +20.0 points, larger than the spread')
+    # seeds that disagree widen the spread beyond the sampling error
+    finals += [write_run(tmp_path / f'wide_seed{s}', vqa, 0.70) for s, vqa in ((0, 0.50), (1, 0.70))]
+    wide = spread_verdicts(finals)[4]
+    # stdev of (0.5, 0.5) is 0, of (0.5, 0.7) is 0.1414: 14.1 points > the sampling 3.3; the gap 10.0 is within
+    assert wide.startswith('- wide vs base, Vision Stable: +10.0 points, within the spread (seeds 14.1, test-set sampling 3.')
