@@ -24,7 +24,7 @@ writes, under --out (all deterministic in the seed; every split has its own seed
                             <|endoftext|> between documents); documents may hold newlines
   text/val.jsonl            held-out documents from the same generator, another seed
   text_mc/arc_shapes.jsonl  multiple-choice questions in AI2's ARC JSONL layout
-  world.json                seed, sizes, vocabularies, facts, counts, the blind VQA baseline
+  world.json                seed, sizes, vocabularies, facts, counts, the blind and unbound VQA baselines
 
 World rules that make every question unambiguous: objects sit in distinct cells of a plus-shaped
 grid (left, middle, right in the middle row; top and bottom in the middle column), so they never
@@ -326,6 +326,26 @@ def blind_baseline(train_questions, val_questions):
         chance_sum += len(val) / len(space)
     n = len(val_questions)
     return {'per_type': per_type, 'accuracy': hits / max(n, 1), 'chance': chance_sum / max(n, 1)}
+
+
+def unbound_accuracy(scene, question):
+    """Expected accuracy on one question of an answerer that knows what a scene holds (its colors, shapes,
+    sizes and positions, and how many objects) but not which object has which: what reading the image
+    without binding its attributes gives, a second reference beside the blind answerer. It answers at
+    random among what the scene holds, or with the likelier answer ("is the" and size questions)."""
+    objects, qtype = scene['objects'], question['question_type']
+    n = len(objects)
+    if qtype in ('how many', 'is there a'):
+        return 1.0
+    if qtype == 'is the':  # "Is the <shape> <color>?": "no" for sure when no object has that color
+        color = question['question'].rstrip('?').split()[-1]
+        return 1.0 if color not in {o['color'] for o in objects} else max(1 / n, 1 - 1 / n)
+    if qtype == 'what size is the':
+        small = sum(o['size'] == 'small' for o in objects)
+        return max(small, n - small) / n
+    if qtype in ('what color is the', 'what shape is the', 'where is the'):
+        return 1 / n  # one of the n colors / shapes / positions the scene holds
+    raise ValueError(f"unknown question type {qtype!r}")
 
 
 # -----------------------------------------------------------------------------
@@ -947,7 +967,7 @@ def write_world(out_dir, seed=0, image_size=IMAGE_SIZE, n_caption=N_CAPTION, n_i
 
     # VQA val in the VQAv2 layout
     rng = split_rng(seed, 'vqa')
-    vqa_questions, annotations, val_questions, counts = [], [], [], {}
+    vqa_questions, annotations, val_questions, counts, unbound = [], [], [], {}, {}
     for i in range(n_val):
         image_id = i + 1
         scene = make_scene(rng)
@@ -959,6 +979,7 @@ def write_world(out_dir, seed=0, image_size=IMAGE_SIZE, n_caption=N_CAPTION, n_i
                                 'answer_type': q['answer_type'], 'multiple_choice_answer': q['answer'],
                                 'answers': vqa_answers(q['answer'], q['answer_type'])})
             val_questions.append(q)
+            unbound.setdefault(q['question_type'], []).append(unbound_accuracy(scene, q))
     info = {'description': 'shapes world VQA, val split', 'seed': seed}
     _write_json(os.path.join(out_dir, 'vqa', 'questions.json'),
                 {'info': info, 'task_type': 'Open-Ended', 'data_type': 'shapes', 'data_subtype': 'val',
@@ -974,6 +995,8 @@ def write_world(out_dir, seed=0, image_size=IMAGE_SIZE, n_caption=N_CAPTION, n_i
     mc = mc_questions(split_random(seed, 'mc'), n_mc)
     _write_jsonl(os.path.join(out_dir, 'text_mc', 'arc_shapes.jsonl'), mc)
 
+    unbound_report = {'accuracy': sum(map(sum, unbound.values())) / max(len(val_questions), 1),
+                      'per_type': {t: {'n': len(v), 'accuracy': sum(v) / len(v)} for t, v in sorted(unbound.items())}}
     n_text_turns = sum(len(c['conversations']) // 2 for c in conversations if 'image' not in c)
     world = {
         'seed': seed,
@@ -1001,6 +1024,7 @@ def write_world(out_dir, seed=0, image_size=IMAGE_SIZE, n_caption=N_CAPTION, n_i
             'mc_questions': len(mc),
         },
         'blind_baseline': blind_baseline(train_questions, val_questions),
+        'unbound_baseline': unbound_report,
         'seconds': round(time.time() - t0, 2),
     }
     # the timing is kept out of the file so that the same seed gives byte-identical files
@@ -1010,6 +1034,7 @@ def write_world(out_dir, seed=0, image_size=IMAGE_SIZE, n_caption=N_CAPTION, n_i
             print(f"{key:>28}: {value:,}")
         blind = world['blind_baseline']
         print(f"{'blind VQA baseline':>28}: {blind['accuracy']:.3f} (chance {blind['chance']:.3f})")
+        print(f"{'unbound VQA baseline':>28}: {world['unbound_baseline']['accuracy']:.3f}")
         print(f"wrote {out_dir} in {world['seconds']:.1f} s")
     return world
 

@@ -268,8 +268,20 @@ def spread_verdicts(finals):
     return lines
 
 
-def question_type_table(finals):
-    """Shapes VQA accuracy per question type, mean over the runs of each arm."""
+def world_baselines(data):
+    """The blind and unbound VQA answerers of the shapes world (world.json), or None without one."""
+    try:
+        with open(os.path.join(data, 'raw', 'world.json')) as f:
+            world = json.load(f)
+        return world['blind_baseline'], world.get('unbound_baseline')
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def question_type_table(finals, data):
+    """Shapes VQA accuracy per question type, mean over the runs of each arm; below them, for reference,
+    world.json's two answerers: blind to the image, and unbound (what the scene holds, not which
+    object has which)."""
     rows = {}
     for folder in finals:
         arm = os.path.basename(folder).rsplit('_seed', 1)[0]
@@ -281,18 +293,25 @@ def question_type_table(finals):
     for arm, by_type in rows.items():
         cells = [f"{100 * sum(by_type[t]) / len(by_type[t]):.1f}" if t in by_type else '-' for t in types]
         lines.append(f"| {arm} | " + ' | '.join(cells) + ' |')
+    baselines = world_baselines(data)
+    names = ('*blind to the image*', '*unbound: what the scene holds, not which object has which*')
+    for name, report in zip(names, baselines or ()):
+        if report:
+            cells = [f"{100 * report['per_type'][t]['accuracy']:.1f}" if t in report['per_type'] else '-' for t in types]
+            lines.append(f"| {name} | " + ' | '.join(cells) + ' |')
     return lines
 
 
 def blind_answerer(data):
     """The shapes VQA score of an answerer that never looks at the image (world.json), as a sentence."""
-    try:
-        with open(os.path.join(data, 'raw', 'world.json')) as f:
-            blind = json.load(f)['blind_baseline']
-    except (OSError, KeyError, ValueError):
+    baselines = world_baselines(data)
+    if not baselines:
         return ''
+    blind, unbound = baselines
     return (f" An answerer blind to the image (the most frequent training answer per question type) scores "
-            f"{100 * blind['accuracy']:.1f} % on shapes VQA; per question type, chance is 1 / the number of answers.")
+            f"{100 * blind['accuracy']:.1f} % on shapes VQA; per question type, chance is 1 / the number of answers." +
+            (f" One that knows what each scene holds but not which object has which scores {100 * unbound['accuracy']:.1f} %."
+             if unbound else ''))
 
 
 def write_report(out, table, finals, commands, seeds, seconds, data, skipped):
@@ -304,7 +323,7 @@ def write_report(out, table, finals, commands, seeds, seconds, data, skipped):
              '. Scores in %, mean ± sample std over seeds; Stable Scores as design.md defines '
              'them (VQA chance 0, multiple-choice chance 1/#choices).' + blind_answerer(data), '', table, '',
              '## Differences against the default recipe (frozen encoder, 2-layer MLP)', ''] + spread_verdicts(finals) + [
-             '', '## Shapes VQA accuracy per question type (%, mean over seeds)', ''] + question_type_table(finals) + [
+             '', '## Shapes VQA accuracy per question type (%, mean over seeds)', ''] + question_type_table(finals, data) + [
              '', '![scores](scores.png)', '', '![text loss](loss_text.png)', '', '![mixed loss](loss_mixed.png)', '',
              '![finetune loss](loss_finetune.png)', '', '## Commands behind each row', '']
     for name, cmds in commands.items():

@@ -197,6 +197,62 @@ def test_blind_answerer_is_at_chance(world):
     assert abs(report['accuracy'] - report['chance']) <= 0.05
 
 
+
+def test_unbound_answerer_by_hand():
+    """Knows the scene's colors, shapes, sizes, positions and count, not which object has which."""
+    red = {'shape': 'circle', 'color': 'red', 'size': 'small', 'position': 'left'}
+    blue = {'shape': 'square', 'color': 'blue', 'size': 'small', 'position': 'right'}
+    green = {'shape': 'star', 'color': 'green', 'size': 'large', 'position': 'top'}
+    two, three, one = {'objects': [red, blue]}, {'objects': [red, blue, green]}, {'objects': [green]}
+    ask = lambda scene, qtype, question='': shapes.unbound_accuracy(scene, {'question_type': qtype, 'question': question})
+    assert ask(two, 'what color is the') == 1 / 2 and ask(three, 'what shape is the') == 1 / 3
+    assert ask(three, 'where is the') == 1 / 3 and ask(one, 'what color is the') == 1.0
+    assert ask(three, 'how many') == 1.0 and ask(two, 'is there a', 'Is there a star?') == 1.0
+    assert ask(two, 'is the', 'Is the circle green?') == 1.0  # no green object: "no" for sure
+    assert ask(two, 'is the', 'Is the circle blue?') == 1 / 2  # red or blue, one guess
+    assert math.isclose(ask(three, 'is the', 'Is the circle blue?'), 2 / 3)  # "no" is right unless it is the blue one
+    assert ask(one, 'is the', 'Is the star green?') == 1.0
+    assert ask(two, 'what size is the') == 1.0  # both small
+    assert math.isclose(ask(three, 'what size is the'), 2 / 3)  # two small, one large: "small"
+    with pytest.raises(ValueError, match='question type'):
+        ask(two, 'why is the')
+
+
+def test_unbound_baseline_matches_the_pixels(world):
+    """world.json's unbound answerer, recomputed from the val images alone: the objects of an image are
+    the plus-shaped grid's cells that hold a named color (sizes are left to the test above)."""
+    names = list(shapes.COLORS)
+    scenes = {}
+    for q in load_json(world / 'vqa' / 'questions.json')['questions']:
+        if q['image_id'] not in scenes:
+            img = np.asarray(Image.open(world / 'vqa' / 'images' / f"{q['image_id']:012d}.png").convert('RGB'))
+            labels, cell = nearest_palette(img), img.shape[0] // 3
+            colors = []
+            for col, row in shapes.CELL.values():
+                region = labels[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell]
+                if (region >= 0).sum() > 10:
+                    colors.append(names[Counter(region[region >= 0].tolist()).most_common(1)[0][0]])
+            scenes[q['image_id']] = colors
+    expected = {}
+    for q, a in zip(load_json(world / 'vqa' / 'questions.json')['questions'],
+                    load_json(world / 'vqa' / 'annotations.json')['annotations']):
+        colors, qtype = scenes[q['image_id']], a['question_type']
+        n = len(colors)
+        if qtype == 'is the':
+            value = 1.0 if q['question'][:-1].split()[-1] not in colors else max(1 / n, 1 - 1 / n)
+        elif qtype in ('how many', 'is there a'):
+            value = 1.0
+        elif qtype == 'what size is the':
+            continue
+        else:
+            value = 1 / n
+        expected.setdefault(qtype, []).append(value)
+    report = load_json(world / 'world.json')['unbound_baseline']
+    for qtype, values in expected.items():
+        assert report['per_type'][qtype]['n'] == len(values)
+        assert math.isclose(report['per_type'][qtype]['accuracy'], sum(values) / len(values)), qtype
+    assert set(report['per_type']) == set(shapes.QUESTION_TYPES)
+
 def nearest_palette(img):
     """Per pixel: index of the nearest named color, or -1 when none is within 60 (the background)."""
     palette = np.array(list(shapes.COLORS.values()), dtype=np.float32)  # (8, 3)

@@ -30,6 +30,16 @@ def test_fast_study_runs_end_to_end(tmp_path):
     for arm in arms:
         assert arm in report
     assert 'Vision Stable' in report and 'python' in report and 'train.py config/tiny_mixed.py' in report
+    # the per-type table ends with the world's two reference answerers, in the table's column order
+    with open(data / 'raw' / 'world.json') as f:
+        world = json.load(f)
+    lines = report.splitlines()
+    header = next(line for line in lines if line.startswith('| arm | '))
+    types = [c.strip() for c in header.strip('|').split('|')[1:]]
+    for key, prefix in (('blind_baseline', '| *blind'), ('unbound_baseline', '| *unbound')):
+        row = next(line for line in lines if line.startswith(prefix))
+        cells = [c.strip() for c in row.strip('|').split('|')[1:]]
+        assert cells == [f"{100 * world[key]['per_type'][t]['accuracy']:.1f}" for t in types], (key, row)
     for png in ('scores.png', 'loss_text.png', 'loss_mixed.png', 'loss_finetune.png'):
         assert (out / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     # a second run skips every finished step
