@@ -197,7 +197,6 @@ def test_blind_answerer_is_at_chance(world):
     assert abs(report['accuracy'] - report['chance']) <= 0.05
 
 
-
 def test_unbound_answerer_by_hand():
     """Knows the scene's colors, shapes, sizes, positions and count, not which object has which."""
     red = {'shape': 'circle', 'color': 'red', 'size': 'small', 'position': 'left'}
@@ -222,8 +221,9 @@ def test_unbound_baseline_matches_the_pixels(world):
     """world.json's unbound answerer, recomputed from the val images alone: the objects of an image are
     the plus-shaped grid's cells that hold a named color (sizes are left to the test above)."""
     names = list(shapes.COLORS)
+    questions = load_json(world / 'vqa' / 'questions.json')['questions']
     scenes = {}
-    for q in load_json(world / 'vqa' / 'questions.json')['questions']:
+    for q in questions:
         if q['image_id'] not in scenes:
             img = np.asarray(Image.open(world / 'vqa' / 'images' / f"{q['image_id']:012d}.png").convert('RGB'))
             labels, cell = nearest_palette(img), img.shape[0] // 3
@@ -234,8 +234,7 @@ def test_unbound_baseline_matches_the_pixels(world):
                     colors.append(names[Counter(region[region >= 0].tolist()).most_common(1)[0][0]])
             scenes[q['image_id']] = colors
     expected = {}
-    for q, a in zip(load_json(world / 'vqa' / 'questions.json')['questions'],
-                    load_json(world / 'vqa' / 'annotations.json')['annotations']):
+    for q, a in zip(questions, load_json(world / 'vqa' / 'annotations.json')['annotations']):
         colors, qtype = scenes[q['image_id']], a['question_type']
         n = len(colors)
         if qtype == 'is the':
@@ -252,6 +251,7 @@ def test_unbound_baseline_matches_the_pixels(world):
         assert report['per_type'][qtype]['n'] == len(values)
         assert math.isclose(report['per_type'][qtype]['accuracy'], sum(values) / len(values)), qtype
     assert set(report['per_type']) == set(shapes.QUESTION_TYPES)
+
 
 def nearest_palette(img):
     """Per pixel: index of the nearest named color, or -1 when none is within 60 (the background)."""
