@@ -463,6 +463,25 @@ def test_hard_negatives_teach_the_swapped_word(one_thread):
     assert scores[0] >= 0.9 and scores[1] <= 0.7, scores
 
 
+def test_swap_accuracy_scores_every_swap():
+    # captions [colour, word]; group {200, 201, 202}: each caption has two swaps, except the third
+    # (201 and 202 both in it: one swap, 200) and the fourth (no group word: left out)
+    torch.manual_seed(0)
+    model = SiglipModel(SiglipConfig(16, 4, 32, 2, 2, 64), TextConfig(width=32, depth=1, heads=2, mlp_dim=64, max_len=3))
+    images, _ = _half_dark_pairs(4, seed=3)
+    captions = [[100, 200], [101, 201], [201, 202], [103, 104]]
+    swaps = [(0, [100, 201]), (0, [100, 202]), (1, [101, 200]), (1, [101, 202]), (2, [200, 202]), (2, [201, 200])]
+    pixels = normalize(torch.from_numpy(images))
+    pad = model.text_model.cfg.pad_id
+    with torch.no_grad():  # each pair on its own: one image, one caption
+        score = lambda i, c: model(pixels[i:i + 1], torch.tensor([c + [pad]])).item()
+        expected = np.mean([score(i, captions[i]) > score(i, fake) for i, fake in swaps])
+        accuracy, n = swap_accuracy(model, images, captions, [[200, 201, 202]])
+    assert n == 3
+    assert accuracy == pytest.approx(expected, abs=1e-6)
+    assert 0 < expected < 1 and expected != 0.5, expected  # some of each, uneven: a flipped or wrong pairing shows
+
+
 def test_saved_checkpoint_is_an_hf_siglip_model(tmp_path):
     transformers = pytest.importorskip('transformers')
     torch.manual_seed(0)
