@@ -582,19 +582,24 @@ def swap_one_word(tokens, groups, rng):
     caption that differs from the true one in a single word does.
     tokens (B, L) padded ids, groups: lists of token ids -> (K, L), K <= B: the captions that hold a
     word of some group and have a word left to swap in."""
-    group_of = {t: g for g in groups for t in g}
     fakes = []
     for row in tokens:
-        places = [i for i, t in enumerate(row) if int(t) in group_of]
+        places = swap_places(row, groups)
         if not places:
             continue
-        i = places[int(rng.integers(len(places)))]
-        others = [t for t in group_of[int(row[i])] if t not in row]
+        i, others = places[int(rng.integers(len(places)))]
         if others:
             fake = row.copy()
             fake[i] = others[int(rng.integers(len(others)))]
             fakes.append(fake)
     return np.stack(fakes) if fakes else tokens[:0]
+
+
+def swap_places(row, groups):
+    """[(position, words that may replace it)] for each word of a group in a caption's ids: the other
+    words of its group that the caption does not hold (possibly none)."""
+    group_of = {t: g for g in groups for t in g}
+    return [(i, [w for w in group_of[int(t)] if w not in row]) for i, t in enumerate(row) if int(t) in group_of]
 
 
 def _check_pairs(images, captions, vision, text):
@@ -679,7 +684,7 @@ def retrieval_accuracy(model, images, captions):
 @torch.no_grad()
 def swap_accuracy(model, images, captions, groups):
     """How often an image scores its caption above the same caption with one word of a group swapped
-    for another the caption does not hold (as swap_one_word makes them), over every such swap of every
+    for another the caption does not hold (swap_places), over every such swap of every
     caption: one random swap per caption makes the figure of a small held-out set swing by 0.15.
     0.5 = a tower blind to those words. Retrieval saturates long before this does: the other captions
     of a batch are told apart by easier words. Captions with nothing to swap are left out.
@@ -687,16 +692,14 @@ def swap_accuracy(model, images, captions, groups):
     tcfg = model.text_model.cfg
     device = next(model.parameters()).device
     tokens = pad_captions(captions, tcfg.max_len, tcfg.pad_id)
-    group_of = {t: g for g in groups for t in g}
     fakes, owner = [], []  # every false caption, and the index of the caption it was made from
     for k, row in enumerate(tokens):
-        for i, t in enumerate(row):
-            for other in group_of.get(int(t), ()):
-                if other not in row:
-                    fake = row.copy()
-                    fake[i] = other
-                    fakes.append(fake)
-                    owner.append(k)
+        for i, others in swap_places(row, groups):
+            for other in others:
+                fake = row.copy()
+                fake[i] = other
+                fakes.append(fake)
+                owner.append(k)
     if not fakes:
         return float('nan'), 0
     keep = sorted(set(owner))
