@@ -278,10 +278,10 @@ def world_baselines(data):
         return None
 
 
-def question_type_table(finals, data):
+def question_type_table(finals, baselines):
     """Shapes VQA accuracy per question type, mean over the runs of each arm; below them, for reference,
-    world.json's two answerers: blind to the image, and unbound (what the scene holds, not which
-    object has which)."""
+    world.json's two answerers (world_baselines): blind to the image, and unbound (what the scene holds,
+    not which object has which)."""
     rows = {}
     for folder in finals:
         arm = os.path.basename(folder).rsplit('_seed', 1)[0]
@@ -293,7 +293,6 @@ def question_type_table(finals, data):
     for arm, by_type in rows.items():
         cells = [f"{100 * sum(by_type[t]) / len(by_type[t]):.1f}" if t in by_type else '-' for t in types]
         lines.append(f"| {arm} | " + ' | '.join(cells) + ' |')
-    baselines = world_baselines(data)
     names = ('*blind to the image*', '*unbound: what the scene holds, not which object has which*')
     for name, report in zip(names, baselines or ()):
         if report:
@@ -302,9 +301,8 @@ def question_type_table(finals, data):
     return lines
 
 
-def blind_answerer(data):
-    """The shapes VQA score of an answerer that never looks at the image (world.json), as a sentence."""
-    baselines = world_baselines(data)
+def blind_answerer(baselines):
+    """The shapes VQA scores of the blind and unbound answerers (world_baselines), as sentences."""
     if not baselines:
         return ''
     blind, unbound = baselines
@@ -316,14 +314,15 @@ def blind_answerer(data):
 
 def write_report(out, table, finals, commands, seeds, seconds, data, skipped):
     shown = lambda cmd: shlex.join(['python'] + cmd[1:])  # the interpreter's path is this machine's, not the reader's
+    baselines = world_baselines(data)  # world.json, read once for the sentence and the per-type table
     lines = ['# The CPU study on the shapes world', '',
              f'{len(seeds)} seed(s) ({", ".join(map(str, seeds))}) vary the mixed and finetune stages; the shapes world, '
              'the tiny SigLIP tower and the text LM are shared by every run. Wall time: '
              f'{seconds / 60:.1f} min' + (f' ({skipped} steps skipped: their outputs existed)' if skipped else '') +
              '. Scores in %, mean ± sample std over seeds; Stable Scores as design.md defines '
-             'them (VQA chance 0, multiple-choice chance 1/#choices).' + blind_answerer(data), '', table, '',
+             'them (VQA chance 0, multiple-choice chance 1/#choices).' + blind_answerer(baselines), '', table, '',
              '## Differences against the default recipe (frozen encoder, 2-layer MLP)', ''] + spread_verdicts(finals) + [
-             '', '## Shapes VQA accuracy per question type (%, mean over seeds)', ''] + question_type_table(finals, data) + [
+             '', '## Shapes VQA accuracy per question type (%, mean over seeds)', ''] + question_type_table(finals, baselines) + [
              '', '![scores](scores.png)', '', '![text loss](loss_text.png)', '', '![mixed loss](loss_mixed.png)', '',
              '![finetune loss](loss_finetune.png)', '', '## Commands behind each row', '']
     for name, cmds in commands.items():
