@@ -3,8 +3,10 @@ The whole study on a CPU, on the synthetic shapes world, in one command:
 
     python study.py            # the default: 4 arms x 2 seeds, about 18 minutes on 2 cores
     python study.py --fast     # a smoke run: smaller world, fewer steps, 1 seed (a few minutes)
+    python study.py --budget 8 # 8x the steps and training data of every stage (on a GPU node, say)
 
-Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped):
+Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped, and a
+training run stopped midway resumes from its checkpoint):
   1. prepare_data.py shapes        the world: images, captions, conversations, VQA, text, text questions
   2. vision.py pretrain            a tiny SigLIP tower, sigmoid loss, on the caption images, with
                                    hard negatives: each caption also with one shape name swapped
@@ -39,11 +41,26 @@ ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
 # the tower: batches of 32 captions, each also met as a hard negative with one shape name swapped
 # (vision.swap_one_word); without those the tower learns color and position and stays blind to shape
 TOWER = ['--batch_size', '32', '--lr', '1e-3', '--swap_words', 'circle,square,triangle,star,cross']
-FAST = dict(world=['--n_caption=2000', '--n_instruct=800', '--n_instruct_text=200', '--n_val=100', '--text_mb=0.5',
-                   '--n_mc=100'],
+FAST = dict(world=dict(n_caption=2000, n_instruct=800, n_instruct_text=200, n_val=100, text_mb=0.5, n_mc=100),
             tower_steps=100, text_iters=120, mixed_iters=40, finetune_iters=80, eval_limit=100, seeds=[0])
-DEFAULT = dict(world=[], tower_steps=1600, text_iters=300, mixed_iters=90, finetune_iters=600, eval_limit=0,
+DEFAULT = dict(world=dict(), tower_steps=1600, text_iters=300, mixed_iters=90, finetune_iters=600, eval_limit=0,
                seeds=[0, 1])
+STEPS = ('tower_steps', 'text_iters', 'mixed_iters', 'finetune_iters')
+
+
+def with_budget(plan, budget):
+    """The plan with `budget` times the compute: every training stage's steps, and the world's training
+    data with them (so each stage sees its data about as many times as in the plan: more passes over the
+    same 4,000 instruction images would teach those images, not the task). The test sets stay as they
+    are, so the scores of any two budgets compare."""
+    if budget == 1:
+        return plan
+    from shapes import N_CAPTION, N_INSTRUCT, N_INSTRUCT_TEXT, TEXT_MB  # the world's own sizes, where the plan keeps them
+    world = dict(dict(n_caption=N_CAPTION, n_instruct=N_INSTRUCT, n_instruct_text=N_INSTRUCT_TEXT, text_mb=TEXT_MB),
+                 **plan['world'])
+    for size in ('n_caption', 'n_instruct', 'n_instruct_text', 'text_mb'):
+        world[size] = type(world[size])(world[size] * budget)
+    return dict(plan, world=world, **{k: plan[k] * budget for k in STEPS})
 
 
 class Progress:
@@ -68,35 +85,58 @@ class Progress:
             print(f"[{self.started}/{self.total}] {title}  (elapsed {elapsed / 60:.1f} min" +
                   (f", about {eta / 60:.1f} min left)" if eta == eta else ")"), flush=True)
 
-    def run(self, title, cmd, log, done_when=None, threads=None):
-        """Run one step unless its output exists (or a step has failed); output to the log, progress to the console."""
+    def run(self, title, cmd, log, done_when=None, threads=None, complete=None):
+        """Run one step unless its output exists (or a step has failed); output to the log, progress to the console.
+        done_when: the file the step writes last; complete: a check that the file holds the finished work (a
+        train.py checkpoint is also written midway). A step that exits 0 without its output stops the study."""
         if self.failed:
             return
         self.start(title)
-        if done_when and os.path.exists(done_when):
-            print(f"  skip (exists: {done_when})", flush=True)
-            with self.lock:
+        finished = lambda: os.path.exists(done_when) and (complete is None or complete())
+        if done_when and finished():
+            with self.lock:  # under the lock: two threads' lines do not run into each other
+                print(f"  skip (exists: {done_when})", flush=True)
                 self.skipped += 1
-        else:
+                self.finished += 1
+            return
+        with self.lock:
             print(f"  $ {shlex.join(cmd)}", flush=True)
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if threads else None
-            with open(log, 'a') as f:
-                f.write(f"\n$ {shlex.join(cmd)}\n")
-                f.flush()
-                result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-            if result.returncode != 0:
-                with self.lock:
-                    self.failed = self.failed or f"step failed (exit {result.returncode}): {shlex.join(cmd)}\nsee {log}"
-                return
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if threads else None
+        with open(log, 'a') as f:
+            f.write(f"\n$ {shlex.join(cmd)}\n")
+            f.flush()
+            result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        if result.returncode != 0 or (done_when and not finished()):
+            # train.py saves and exits 0 on SIGINT / SIGTERM: an unfinished output is a stop, not a success
+            why = f"exit {result.returncode}" if result.returncode else f"exited before finishing {done_when}"
+            self.fail(f"step stopped ({why}): {shlex.join(cmd)}\nsee {log}; run study.py again to go on "
+                      "(finished steps are skipped, a stopped training run resumes)")
+            return
         with self.lock:
             self.finished += 1
 
+    def fail(self, message):
+        with self.lock:
+            self.failed = self.failed or message
 
-def side_by_side(jobs, workers):
+
+def side_by_side(jobs, workers, progress):
     """Run the callables `workers` at a time, each in a thread (each starts subprocesses of one CPU thread)."""
     with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(job) for job in jobs]:
-            future.result()
+        futures = [pool.submit(job) for job in jobs]
+        try:
+            for future in futures:
+                future.result()
+        except KeyboardInterrupt:  # Ctrl-C reaches the running steps too: start no new one while they stop
+            progress.fail('interrupted')
+            raise
+
+
+def checkpoint_step(out_dir):
+    """The step at which the train.py run in out_dir last saved its ckpt.pt, or None without one."""
+    from model import load_checkpoint
+    path = os.path.join(out_dir, 'ckpt.pt')
+    return load_checkpoint(path)['step'] if os.path.isfile(path) else None
 
 
 def read_log(path):
@@ -140,13 +180,19 @@ def main():
     parser.add_argument('--data', default=None, help='shapes world folder (default data/shapes, or data/shapes_fast)')
     parser.add_argument('--seeds', default=None, help='comma-separated seeds of the mixed and finetune stages')
     parser.add_argument('--arms', default=','.join(ARMS), help=f'comma-separated arms: {", ".join(ARMS)}')
+    parser.add_argument('--budget', type=int, default=1,
+                        help='N times the steps of every training stage and the training data (not the test sets); '
+                             'default folders out/study_xN, data/shapes_xN')
     parser.add_argument('--jobs', type=int, default=2,
                         help='runs side by side, one CPU thread each (tiny models use cores better as separate processes); '
                              '1 = one at a time with all threads')
     args = parser.parse_args()
-    plan = FAST if args.fast else DEFAULT
-    out = args.out or ('out/study_fast' if args.fast else 'out/study')
-    data = args.data or ('data/shapes_fast' if args.fast else 'data/shapes')
+    if args.budget < 1:
+        sys.exit(f"--budget must be a whole number >= 1, got {args.budget}")
+    plan = with_budget(FAST if args.fast else DEFAULT, args.budget)
+    suffix = ('_fast' if args.fast else '') + (f'_x{args.budget}' if args.budget > 1 else '')
+    out = args.out or f'out/study{suffix}'
+    data = args.data or f'data/shapes{suffix}'
     seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else plan['seeds']
     arms = args.arms.split(',')
     threads = 1 if args.jobs > 1 else None
@@ -161,7 +207,8 @@ def main():
     commands = {f'{arm}_seed{seed}': None for arm, seed in runs}  # row name -> the commands behind it, in table order
     progress = Progress(3 + 3 * len(runs) + 1)
 
-    world = [py, 'prepare_data.py', 'shapes', '--out', data, '--seed', '0', '--max_tokens', '256'] + plan['world']
+    world = [py, 'prepare_data.py', 'shapes', '--out', data, '--seed', '0', '--max_tokens', '256'] + [
+        f'--{k}={v}' for k, v in plan['world'].items()]
     progress.run('the shapes world', world, log)  # always run: it keeps what exists, and refuses data of another tokenizer
     tower = [py, 'vision.py', 'pretrain', '--captions', f'{data}/captions', '--out', f'{out}/tower',
              '--steps', str(plan['tower_steps'])] + TOWER
@@ -172,9 +219,24 @@ def main():
                              done_when=f'{out}/tower/model.safetensors', threads=threads),
         lambda: progress.run('the tiny LM on text', text, os.path.join(out, 'logs', 'text.log'),
                              done_when=f'{out}/text/ckpt_100.pt', threads=threads),
-    ], args.jobs)
+    ], args.jobs, progress)
     if progress.failed:
         sys.exit(progress.failed)
+
+    def train(title, cmd, run_dir, steps, log):
+        """A train.py step. Its ckpt.pt is also written at every evaluation and when the run is stopped: the
+        step is done when that checkpoint is at the last step, and a run stopped short resumes from it."""
+        try:
+            at = checkpoint_step(run_dir)
+        except ValueError as e:  # load_checkpoint names the file and the cause
+            return progress.fail(f"{e}; remove {run_dir} to run this step again")
+        if at is not None and at > steps:
+            return progress.fail(f"{run_dir}/ckpt.pt is at step {at}, past the {steps} steps asked: a run of another "
+                                 "plan; remove it or choose another --out")
+        if at is not None and at < steps:
+            cmd, title = cmd + ['--init_from=resume'], f'{title}, resumed at step {at}'
+        progress.run(title, cmd, log, done_when=f'{run_dir}/ckpt.pt', threads=threads,
+                     complete=lambda: checkpoint_step(run_dir) == steps)
 
     def pipeline(arm, seed):
         """Mixed stage, finetune, evaluation of one (arm, seed): one after the other, in one thread."""
@@ -185,20 +247,19 @@ def main():
         mixed = [py, 'train.py', 'config/tiny_mixed.py', f'--out_dir={mixed_dir}', f'--init_from={out}/text/{start}',
                  f'--vision_init={out}/tower', f'--caption_data={data}/captions', f'--seed={seed}',
                  f'--max_iters={plan["mixed_iters"]}'] + shared + [f'--{k}={v}' for k, v in settings.items()]
-        progress.run(f'{arm}, seed {seed}: mixed stage from {start}', mixed, run_log,
-                     done_when=f'{mixed_dir}/ckpt.pt', threads=threads)
+        train(f'{arm}, seed {seed}: mixed stage from {start}', mixed, mixed_dir, plan['mixed_iters'], run_log)
         finetune = [py, 'train.py', 'config/tiny_finetune.py', f'--out_dir={final_dir}', f'--init_from={mixed_dir}/ckpt.pt',
                     f'--instruct_data={data}/instruct', f'--seed={seed}',
                     f'--freeze_vision={settings["freeze_vision"]}', f'--max_iters={plan["finetune_iters"]}'] + shared
-        progress.run(f'{arm}, seed {seed}: finetune', finetune, run_log, done_when=f'{final_dir}/ckpt.pt', threads=threads)
+        train(f'{arm}, seed {seed}: finetune', finetune, final_dir, plan['finetune_iters'], run_log)
         evaluate = [py, 'eval.py', '--ckpt', f'{final_dir}/ckpt.pt', '--tasks', 'shapes_vqa,shapes_mc',
                     '--shapes_root', f'{data}/raw', '--limit', str(plan['eval_limit'])]
         progress.run(f'{arm}, seed {seed}: evaluation', evaluate, run_log, done_when=f'{final_dir}/results.json',
-                     threads=threads)
+                     threads=threads, complete=lambda: load_results(final_dir)['step'] == plan['finetune_iters'])
         commands[name] = [world, tower, text, mixed, finetune, evaluate]
 
     progress.new_phase()
-    side_by_side([lambda a=arm, s=seed: pipeline(a, s) for arm, seed in runs], args.jobs)
+    side_by_side([lambda a=arm, s=seed: pipeline(a, s) for arm, seed in runs], args.jobs, progress)
     if progress.failed:
         sys.exit(progress.failed)
 
@@ -332,4 +393,8 @@ def write_report(out, table, finals, commands, seeds, seconds, data, skipped):
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("interrupted: run the same command again to go on (finished steps are skipped, a stopped "
+                 "training run resumes from its checkpoint)")

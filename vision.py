@@ -769,7 +769,7 @@ def word_groups(groups, tokenizer):
 
 
 def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=5e-4, seed=0, max_len=0,
-             swap_words=()):
+             swap_words=(), device='cpu'):
     """Pre-train a small tower on prepared caption shards (the CPU study) and save it in the HF layout.
     max_len: caption tokens the text tower reads; 0 = the longest caption, so none is cut (a cut
     caption no longer describes its image, and the contrastive task stops teaching the tower).
@@ -796,7 +796,7 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
         print(f"warning: {cut:,} of {len(captions):,} captions are longer than max_len={max_len} tokens and are cut")
     text = TextConfig(vocab_size=manifest['vocab_size'], max_len=max_len, pad_id=manifest['eot_id'])
     model = train_tower(images, captions, vision=preset, text=text, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                        swap_groups=swap_groups)
+                        swap_groups=swap_groups, device=device)
     held_out = ImageShards(captions_dir, 'val')
     if len(held_out) >= 8:
         val = [held_out[i] for i in range(min(len(held_out), 256))]
@@ -828,13 +828,14 @@ if __name__ == "__main__":
     p.add_argument('--max_len', type=int, default=0, help='caption tokens read by the text tower (0 = the longest caption)')
     p.add_argument('--swap_words', nargs='*', default=[], metavar='W1,W2,...',
                    help='groups of interchangeable words: each caption also gets a copy with one swapped, as a hard negative')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     args = parser.parse_args()
     try:
         if args.command == 'info':
             info(args.path)
         else:
             pretrain(args.captions, args.out, args.preset, args.steps, args.batch_size, args.lr, args.seed, args.max_len,
-                     args.swap_words)
+                     args.swap_words, args.device)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

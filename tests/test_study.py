@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,6 +52,30 @@ def test_fast_study_runs_end_to_end(tmp_path):
     # the world step always runs (it checks the data's tokenizer) and keeps what it finds
     world = log.read_text()[len(before):]
     assert 'world already written, kept' in world and world.count('step skipped') == 3
+    # a finetune stopped midway (train.py saves ckpt.pt and exits 0, as on SIGTERM) and evaluated there, as a
+    # study cut short could leave it: the next run resumes the finetune to its last step and evaluates again
+    from study import FAST
+    final, steps = out / 'frozen_mlp2_seed0', FAST['finetune_iters']
+    full = json.loads((final / 'results.json').read_text())
+    shutil.rmtree(final)
+    stopped = subprocess.run([sys.executable, 'train.py', 'config/tiny_finetune.py', f'--out_dir={final}',
+                              f'--init_from={out}/mixed/frozen_mlp2_seed0/ckpt.pt', f'--instruct_data={data}/instruct',
+                              f'--text_data={data}/text', '--seed=0', '--freeze_vision=True', f'--max_iters={steps}',
+                              f'--stop_at_step={steps // 2}'], cwd=ROOT, capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS='1'))  # as the study runs it: the same arithmetic
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    partial = subprocess.run([sys.executable, 'eval.py', '--ckpt', str(final / 'ckpt.pt'), '--tasks', 'shapes_vqa',
+                              '--shapes_root', str(data / 'raw'), '--limit', '20'], cwd=ROOT, capture_output=True, text=True)
+    assert partial.returncode == 0 and json.loads((final / 'results.json').read_text())['step'] == steps // 2
+    resumed = subprocess.run([sys.executable, 'study.py', '--fast', '--out', str(out), '--data', str(data)],
+                             cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f'frozen_mlp2, seed 0: finetune, resumed at step {steps // 2}' in resumed.stdout
+    assert resumed.stdout.count('skip (exists') == 2 + 3 * len(arms) - 2  # all but that finetune and its evaluation
+    again = json.loads((final / 'results.json').read_text())
+    assert again['step'] == steps
+    # a resumed run repeats the uninterrupted one exactly (same batches, same RNG): the same answers
+    assert again['tasks']['shapes_vqa']['acc'] == full['tasks']['shapes_vqa']['acc']
 
 
 def write_run(folder, vqa_acc, mc_acc, mc_chance=0.25, n_vqa=2000, n_mc=300):
@@ -84,3 +109,20 @@ def test_spread_takes_the_larger_of_seeds_and_test_set_sampling(tmp_path):
     # stdev of (0.5, 0.5) is 0, of (0.5, 0.7) is 0.1414: 14.1 points; the sampling error is the mean over the seeds,
     # (1.118 + sqrt(0.21 / 2000) = 1.025) / 2 = 1.071, so 2 * sqrt(1.118^2 + 1.071^2) = 3.10; the gap 10.0 is within
     assert wide == '- wide vs base, Vision Stable: +10.0 points, within the spread (seeds 14.1, test-set sampling 3.1)'
+
+
+def test_budget_scales_training_steps_and_data_not_the_test_sets():
+    sys.path.insert(0, ROOT)
+    from study import DEFAULT, FAST, with_budget
+    import shapes
+    x3 = with_budget(DEFAULT, 3)
+    assert (x3['tower_steps'], x3['text_iters'], x3['mixed_iters'], x3['finetune_iters']) == (4800, 900, 270, 1800)
+    # the default world names no sizes: the budget multiplies shapes.py's own training sizes
+    assert x3['world'] == dict(n_caption=3 * shapes.N_CAPTION, n_instruct=3 * shapes.N_INSTRUCT,
+                               n_instruct_text=3 * shapes.N_INSTRUCT_TEXT, text_mb=3 * shapes.TEXT_MB)
+    assert (x3['eval_limit'], x3['seeds']) == (DEFAULT['eval_limit'], DEFAULT['seeds'])
+    # the fast world's test sets (VQA images, multiple-choice questions) stay as they are
+    x2 = with_budget(FAST, 2)
+    assert x2['world'] == dict(n_caption=4000, n_instruct=1600, n_instruct_text=400, text_mb=1.0, n_val=100, n_mc=100)
+    assert x2['finetune_iters'] == 160 and FAST['finetune_iters'] == 80  # the plan itself is left alone
+    assert with_budget(DEFAULT, 1) == DEFAULT
