@@ -6,7 +6,7 @@ The whole study on a CPU, on the synthetic shapes world, in one command:
     python study.py --budget 8 # 8x the steps and training data of every stage (on a GPU node, say)
 
 Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped, and a
-training run stopped midway resumes from its checkpoint):
+train.py run stopped midway resumes from its checkpoint):
   1. prepare_data.py shapes        the world: images, captions, conversations, VQA, text, text questions
   2. vision.py pretrain            a tiny SigLIP tower, sigmoid loss, on the caption images, with
                                    hard negatives: each caption also with one shape name swapped
@@ -110,7 +110,7 @@ class Progress:
             # train.py saves and exits 0 on SIGINT / SIGTERM: an unfinished output is a stop, not a success
             why = f"exit {result.returncode}" if result.returncode else f"exited before finishing {done_when}"
             self.fail(f"step stopped ({why}): {shlex.join(cmd)}\nsee {log}; run study.py again to go on "
-                      "(finished steps are skipped, a stopped training run resumes)")
+                      "(finished steps are skipped, a stopped train.py run resumes)")
             return
         with self.lock:
             self.finished += 1
@@ -213,15 +213,6 @@ def main():
     tower = [py, 'vision.py', 'pretrain', '--captions', f'{data}/captions', '--out', f'{out}/tower',
              '--steps', str(plan['tower_steps'])] + TOWER
     text = [py, 'train.py', 'config/tiny_text.py', f'--out_dir={out}/text', f'--max_iters={plan["text_iters"]}'] + shared
-    # the tower and the text LM do not depend on each other: side by side, like the runs below
-    side_by_side([
-        lambda: progress.run('a tiny SigLIP tower (sigmoid loss)', tower, os.path.join(out, 'logs', 'tower.log'),
-                             done_when=f'{out}/tower/model.safetensors', threads=threads),
-        lambda: progress.run('the tiny LM on text', text, os.path.join(out, 'logs', 'text.log'),
-                             done_when=f'{out}/text/ckpt_100.pt', threads=threads),
-    ], args.jobs, progress)
-    if progress.failed:
-        sys.exit(progress.failed)
 
     def train(title, cmd, run_dir, steps, log):
         """A train.py step. Its ckpt.pt is also written at every evaluation and when the run is stopped: the
@@ -237,6 +228,15 @@ def main():
             cmd, title = cmd + ['--init_from=resume'], f'{title}, resumed at step {at}'
         progress.run(title, cmd, log, done_when=f'{run_dir}/ckpt.pt', threads=threads,
                      complete=lambda: checkpoint_step(run_dir) == steps)
+
+    # the tower and the text LM do not depend on each other: side by side, like the runs below
+    side_by_side([
+        lambda: progress.run('a tiny SigLIP tower (sigmoid loss)', tower, os.path.join(out, 'logs', 'tower.log'),
+                             done_when=f'{out}/tower/model.safetensors', threads=threads),
+        lambda: train('the tiny LM on text', text, f'{out}/text', plan['text_iters'], os.path.join(out, 'logs', 'text.log')),
+    ], args.jobs, progress)
+    if progress.failed:
+        sys.exit(progress.failed)
 
     def pipeline(arm, seed):
         """Mixed stage, finetune, evaluation of one (arm, seed): one after the other, in one thread."""
@@ -397,4 +397,4 @@ if __name__ == '__main__':
         main()
     except KeyboardInterrupt:
         sys.exit("interrupted: run the same command again to go on (finished steps are skipped, a stopped "
-                 "training run resumes from its checkpoint)")
+                 "train.py run resumes from its checkpoint)")
