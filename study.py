@@ -278,7 +278,8 @@ def main():
                                         if 'loss' in r] for arm, seed in runs}
         plot_losses(curves, f'{out}/loss_{stage}.png', f'{stage} stage: train loss per arm and seed')
     commands['comparison'] = [compare]
-    write_report(out, table, finals, commands, seeds, time.time() - progress.t0, data, progress.skipped)
+    write_report(out, table, finals, commands, seeds, time.time() - progress.t0, data, progress.skipped,
+                 args.budget)
     print(f"wrote {out}/results.md, {out}/scores.png, {out}/loss_text.png, {out}/loss_mixed.png, {out}/loss_finetune.png "
           f"({(time.time() - progress.t0) / 60:.1f} min)")
 
@@ -324,8 +325,11 @@ def spread_verdicts(finals):
             error = lambda runs: statistics.mean(sampling_error(r, group) for r in runs)
             sampling = 2 * (error(runs_a) ** 2 + error(runs_b) ** 2) ** 0.5
             verdict = 'larger than the spread' if abs(gap) > max(seeds, sampling) else 'within the spread'
-            lines.append(f"- {arm} vs {arms[0]}, {name}: {100 * gap:+.1f} points, {verdict} "
-                         f"(seeds {100 * seeds:.1f}, test-set sampling {100 * sampling:.1f})")
+            # a close call shown to one decimal reads as a gap equal to its spread: show it to two
+            close = f"{100 * abs(gap):.1f}" == f"{100 * max(seeds, sampling):.1f}"
+            d = 2 if close else 1
+            lines.append(f"- {arm} vs {arms[0]}, {name}: {100 * gap:+.{d}f} points, {verdict} "
+                         f"(seeds {100 * seeds:.{d}f}, test-set sampling {100 * sampling:.{d}f})")
     return lines
 
 
@@ -373,14 +377,24 @@ def blind_answerer(baselines):
              if unbound else ''))
 
 
-def write_report(out, table, finals, commands, seeds, seconds, data, skipped):
+def machine():
+    """Where the runs ran, in words: the GPU train.py and eval.py pick by default, or the CPU's cores."""
+    import platform
+    import torch
+    cores = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    where = f"one {torch.cuda.get_device_name(0)}, {cores}" if torch.cuda.is_available() else cores
+    return f"{where}, PyTorch {torch.__version__}"
+
+
+def write_report(out, table, finals, commands, seeds, seconds, data, skipped, budget):
     shown = lambda cmd: shlex.join(['python'] + cmd[1:])  # the interpreter's path is this machine's, not the reader's
     baselines = world_baselines(data)  # world.json, read once for the sentence and the per-type table
-    lines = ['# The CPU study on the shapes world', '',
+    title = '# The study on the shapes world' + (f' at {budget}x the default budget (--budget {budget})' if budget > 1 else '')
+    lines = [title, '', f'Written {time.strftime("%Y-%m-%d")} on {machine()}' +
+             (f'; {skipped} steps were skipped, their outputs existed (they may have run elsewhere).' if skipped else '.'), '',
              f'{len(seeds)} seed(s) ({", ".join(map(str, seeds))}) vary the mixed and finetune stages; the shapes world, '
              'the tiny SigLIP tower and the text LM are shared by every run. Wall time: '
-             f'{seconds / 60:.1f} min' + (f' ({skipped} steps skipped: their outputs existed)' if skipped else '') +
-             '. Scores in %, mean ± sample std over seeds; Stable Scores as design.md defines '
+             f'{seconds / 60:.1f} min. Scores in %, mean ± sample std over seeds; Stable Scores as design.md defines '
              'them (VQA chance 0, multiple-choice chance 1/#choices).' + blind_answerer(baselines), '', table, '',
              '## Differences against the default recipe (frozen encoder, 2-layer MLP)', ''] + spread_verdicts(finals) + [
              '', '## Shapes VQA accuracy per question type (%, mean over seeds)', ''] + question_type_table(finals, baselines) + [

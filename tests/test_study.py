@@ -111,6 +111,34 @@ def test_spread_takes_the_larger_of_seeds_and_test_set_sampling(tmp_path):
     assert wide == '- wide vs base, Vision Stable: +10.0 points, within the spread (seeds 14.1, test-set sampling 3.1)'
 
 
+def test_a_close_call_is_shown_to_two_decimals(tmp_path):
+    sys.path.insert(0, ROOT)
+    from study import spread_verdicts
+    # 200,000 questions make the sampling error small: sqrt(0.25 / 200000) = 0.1118 points per run; the seeds
+    # (0.5085, 0.5485) spread by 0.04 / sqrt(2) = 2.83 points and the gap is 2.85: larger, but both read 2.8
+    finals = [write_run(tmp_path / f'{arm}_seed{s}', vqa, 0.70, n_vqa=200000) for arm, accs in
+              [('base', (0.50, 0.50)), ('close', (0.5085, 0.5485))] for s, vqa in enumerate(accs)]
+    # sampling: 2 * sqrt(0.1118^2 + ((sqrt(0.24993 / 2e5) + sqrt(0.24765 / 2e5)) / 2 = 0.11153)^2) = 0.32 points
+    assert spread_verdicts(finals)[0] == ('- close vs base, Vision Stable: +2.85 points, larger than the spread '
+                                          '(seeds 2.83, test-set sampling 0.32)')
+
+
+def test_report_names_its_budget_and_the_machine(tmp_path):
+    sys.path.insert(0, ROOT)
+    import torch
+    from study import write_report
+    finals = [write_run(tmp_path / f'{arm}_seed{s}', 0.5, 0.7) for arm in ('base', 'other') for s in (0, 1)]
+    write_report(str(tmp_path), '| config |', finals, {'base_seed0': [['python', 'train.py']]}, [0, 1], 60.0,
+                 str(tmp_path / 'no_world'), 2, 8)
+    lines = (tmp_path / 'results.md').read_text().splitlines()
+    assert lines[0] == '# The study on the shapes world at 8x the default budget (--budget 8)'
+    assert lines[2].startswith('Written ') and f'{os.cpu_count()} CPU cores' in lines[2]
+    assert f'PyTorch {torch.__version__}' in lines[2] and '2 steps were skipped' in lines[2]
+    write_report(str(tmp_path), '| config |', finals, {}, [0, 1], 60.0, str(tmp_path / 'no_world'), 0, 1)
+    lines = (tmp_path / 'results.md').read_text().splitlines()
+    assert lines[0] == '# The study on the shapes world' and 'skipped' not in lines[2]
+
+
 def test_budget_scales_training_steps_and_data_not_the_test_sets():
     sys.path.insert(0, ROOT)
     from study import DEFAULT, FAST, with_budget
