@@ -327,9 +327,9 @@ def spread_verdicts(finals):
             verdict = 'larger than the spread' if abs(gap) > max(seeds, sampling) else 'within the spread'
             # a close call shown to one decimal reads as a gap equal to its spread: show it to two
             close = f"{100 * abs(gap):.1f}" == f"{100 * max(seeds, sampling):.1f}"
-            d = 2 if close else 1
-            lines.append(f"- {arm} vs {arms[0]}, {name}: {100 * gap:+.{d}f} points, {verdict} "
-                         f"(seeds {100 * seeds:.{d}f}, test-set sampling {100 * sampling:.{d}f})")
+            digits = 2 if close else 1
+            lines.append(f"- {arm} vs {arms[0]}, {name}: {100 * gap:+.{digits}f} points, {verdict} "
+                         f"(seeds {100 * seeds:.{digits}f}, test-set sampling {100 * sampling:.{digits}f})")
     return lines
 
 
