@@ -56,10 +56,8 @@ def with_budget(plan, budget):
     if budget == 1:
         return plan
     from shapes import N_CAPTION, N_INSTRUCT, N_INSTRUCT_TEXT, TEXT_MB  # the world's own sizes, where the plan keeps them
-    world = dict(dict(n_caption=N_CAPTION, n_instruct=N_INSTRUCT, n_instruct_text=N_INSTRUCT_TEXT, text_mb=TEXT_MB),
-                 **plan['world'])
-    for size in ('n_caption', 'n_instruct', 'n_instruct_text', 'text_mb'):
-        world[size] = type(world[size])(world[size] * budget)
+    training = dict(n_caption=N_CAPTION, n_instruct=N_INSTRUCT, n_instruct_text=N_INSTRUCT_TEXT, text_mb=TEXT_MB)
+    world = dict(plan['world'], **{k: type(v)(plan['world'].get(k, v) * budget) for k, v in training.items()})
     return dict(plan, world=world, **{k: plan[k] * budget for k in STEPS})
 
 
