@@ -648,7 +648,8 @@ def train_tower(images, captions, model=None, vision='tiny', text=None, steps=10
         t = (step - warmup) / max(1, steps - warmup)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    bar = tqdm(range(steps), desc='siglip', disable=not progress)
+    # in a log file (the study's tower.log) a bar redrawn at every step is megabytes of carriage returns
+    bar = tqdm(range(steps), desc='siglip', disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10)
     for step in bar:
         idx = np.sort(rng.choice(len(images), batch_size, replace=False))  # sorted: memmap-friendly reads
         pixels = normalize(torch.from_numpy(np.ascontiguousarray(images[idx])).to(device))
@@ -664,7 +665,8 @@ def train_tower(images, captions, model=None, vision='tiny', text=None, steps=10
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if progress and (step % 10 == 0 or step == steps - 1):  # .item() waits for the device: not at every step
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     return model.eval()
 
 

@@ -513,6 +513,18 @@ def test_train_tower_rejects_bad_pairs():
         train_tower(images, captions[:7], vision=SiglipConfig(16, 4, 32, 1, 2, 64), steps=1, progress=False)
 
 
+def test_tower_progress_in_a_log_file_is_a_few_lines(capsys):
+    # under pytest stderr is not a terminal, as in study.py's tower.log: the bar is drawn when it starts and
+    # ends (and every 10 s), not at each of the 60 steps, and the last loss shown is the last step's
+    images, captions = _colour_pairs(16, seed=0)
+    train_tower(images, captions, vision=SiglipConfig(16, 4, 32, 1, 2, 64), text=TextConfig(width=32, depth=1,
+                heads=2, mlp_dim=64, max_len=24), steps=60, batch_size=8, warmup=5)
+    err = capsys.readouterr().err
+    draws = [d for d in err.replace('\n', '\r').split('\r') if d.startswith('siglip')]
+    assert len(draws) <= 4, draws
+    assert '60/60' in draws[-1] and 'loss=' in draws[-1]
+
+
 def test_presets_and_info(tmp_path, capsys):
     so400m = vision.PRESETS['so400m-patch14-384']
     assert (so400m.width // so400m.heads, so400m.num_patches) == (72, 729)
