@@ -288,6 +288,18 @@ def make_adamw(named_params, weight_decay, learning_rate, betas, eps, device_typ
     return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps, **({'fused': True} if fused else {}))
 
 
+def lr_at(step, max_steps, peak, floor, warmup, peak_at_warmup_end=False):
+    """Linear warmup, then cosine decay from `peak` to `floor` at `max_steps`. The ramp is
+    peak * (step + 1) / (warmup + 1), so the first step after it is the peak (train.py); with
+    peak_at_warmup_end it is peak * (step + 1) / warmup, reaching the peak on its last step (tower.py)."""
+    if step < warmup:
+        return peak * (step + 1) / (warmup if peak_at_warmup_end else warmup + 1)
+    if step >= max_steps:
+        return floor
+    progress = (step - warmup) / max(1, max_steps - warmup)
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
+
+
 # bf16 dense peak FLOP/s by GPU name, for MFU
 PEAK_FLOPS = [('H200', 989e12), ('H100 NVL', 835e12), ('H100 PCIe', 756e12), ('H100', 989e12),
               ('A100', 312e12), ('L40S', 362e12), ('A10G', 125e12)]

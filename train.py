@@ -28,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import attention as attention_module
 from configurator import configure
-from model import LM, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu, load_checkpoint, vlm_args
+from model import (LM, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu, load_checkpoint, lr_at,
+                   vlm_args)
 from prepare_data import ImageShards, load_text_split
 
 # -----------------------------------------------------------------------------
@@ -84,16 +85,6 @@ fsdp = False  # FSDP2 (fully_shard per block) instead of DDP, for 1B and up
 attention = 'sdpa'  # 'sdpa' | 'triton'
 seed = 1337
 # -----------------------------------------------------------------------------
-
-
-def lr_at(step, max_steps, peak, floor, warmup):
-    """Linear warmup to `peak`, then cosine decay to `floor` at `max_steps`."""
-    if step < warmup:
-        return peak * (step + 1) / (warmup + 1)
-    if step >= max_steps:
-        return floor
-    progress = (step - warmup) / max(1, max_steps - warmup)
-    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
 
 
 def continued_peak(text_config, text_step):

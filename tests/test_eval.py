@@ -10,7 +10,7 @@ from PIL import Image
 import eval as ev
 import sample
 from model import LM, VLM, LMConfig, lm_config, vlm_args
-from prepare_data import TOKENIZERS, chat_tokens, encode, get_tokenizer
+from tokenizer import TOKENIZERS, chat_tokens, encode, get_tokenizer
 from vision import SiglipConfig
 
 EOT = TOKENIZERS['bytes']['eot_id']

@@ -22,7 +22,7 @@ def test_fast_study_runs_end_to_end(tmp_path):
             assert math.isfinite(results['tasks'][task]['acc'])
     # the tower's text side read whole captions: a cut caption no longer describes its image
     sys.path.insert(0, ROOT)
-    from prepare_data import ImageShards
+    from shards import ImageShards
     captions = ImageShards(str(data / 'captions'), 'train')
     longest = max(int(captions[i]['loss_mask'].sum()) - 1 for i in range(len(captions)))  # minus the closing EOT
     with open(out / 'tower' / 'config.json') as f:

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 import train
-from prepare_data import TOKENIZERS, ImageShards, cache_dir, load_text_split, prepare_images, prepare_shapes
+from prepare_data import prepare_images, prepare_shapes
+from shards import ImageShards, load_text_split
+from tokenizer import TOKENIZERS, cache_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = 128  # holds every sample: 16 image positions + a caption / conversation, at most 129 tokens

@@ -356,7 +356,7 @@ def test_swap_one_word_makes_one_word_false_captions():
 
 
 def test_word_groups_reads_single_token_words():
-    from prepare_data import encode, get_tokenizer
+    from tokenizer import encode, get_tokenizer
     enc = get_tokenizer('shapes')
     (ids,) = word_groups(['circle,square,star'], 'shapes')
     assert ids == [encode(enc, ' circle')[0], encode(enc, ' square')[0], encode(enc, ' star')[0]]

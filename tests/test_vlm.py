@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from model import VLM, build_model, lm_config, make_projector, vlm_args
-from prepare_data import TOKENIZERS, chat_tokens, get_tokenizer
+from tokenizer import TOKENIZERS, chat_tokens, get_tokenizer
 from vision import PRESETS, SiglipConfig
 
 IMAGE = TOKENIZERS['bytes']['image_id']
