@@ -116,9 +116,9 @@ def _load_triton():
     _INTERPRET = os.environ.get('TRITON_INTERPRET') == '1' or not torch.cuda.is_available()
     if _INTERPRET and os.environ.get('TRITON_INTERPRET') != '1':
         if 'triton' in sys.modules:  # its library functions (tl.zeros, tl.max, ...) were jitted for a GPU
-            raise RuntimeError("Triton was imported before TRITON_INTERPRET=1 was set, so its interpreter cannot "
-                               "run the attention kernels on this machine without CUDA: set TRITON_INTERPRET=1 "
-                               "in the environment, or use attention = 'sdpa'")
+            raise RuntimeError("Triton was imported before TRITON_INTERPRET=1 was set, so its interpreter "
+                               "cannot run the attention kernels on this machine without CUDA: set "
+                               "TRITON_INTERPRET=1 in the environment, or use attention = 'sdpa'")
         os.environ['TRITON_INTERPRET'] = '1'  # must be set before triton is imported
     try:
         import triton as triton_module
@@ -131,7 +131,8 @@ def _load_triton():
         fn = globals()[name]
         # no compile per value of the lengths and strides (one serves every shape): the kernels are told the
         # alignment instead (ALIGN)
-        ints = [a for a in inspect.signature(fn).parameters if a.startswith('stride_') or a in ('H', 'Tq', 'Tk')]
+        ints = [a for a in inspect.signature(fn).parameters
+                if a.startswith('stride_') or a in ('H', 'Tq', 'Tk')]
         globals()[name] = triton.jit(fn, do_not_specialize=ints)
 
 
@@ -194,24 +195,27 @@ def _check_inputs(q, k, v, causal, doc_ids):
     if k.shape[:2] != (B, H) or k.size(3) != D or v.shape != k.shape:
         raise ValueError(f"triton_attention: k and v must be (B, H, Tk, D) = ({B}, {H}, Tk, {D}), got "
                          f"{tuple(k.shape)} and {tuple(v.shape)}")
-    if q.dtype not in (torch.float32, torch.float16, torch.bfloat16) or k.dtype != q.dtype or v.dtype != q.dtype:
+    if (q.dtype not in (torch.float32, torch.float16, torch.bfloat16)
+            or k.dtype != q.dtype or v.dtype != q.dtype):
         raise ValueError(f"triton_attention: q, k, v must share one of float32 / float16 / bfloat16, got "
                          f"{q.dtype}, {k.dtype}, {v.dtype}")
     if k.device != q.device or v.device != q.device:
-        raise ValueError(f"triton_attention: q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
+        raise ValueError(f"triton_attention: q, k, v must be on one device, got {q.device}, {k.device}, "
+                         f"{v.device}")
     if D > 128:
         raise ValueError(f"triton_attention supports head dims up to 128, got {D}")
     if min(Tq, k.size(2)) == 0:
         raise ValueError(f"triton_attention: empty sequence (Tq={Tq}, Tk={k.size(2)})")
     if (causal or doc_ids is not None) and Tq > k.size(2):
-        raise ValueError(f"triton_attention: causal attention or doc_ids need Tq <= Tk, got Tq={Tq}, Tk={k.size(2)}")
+        raise ValueError(f"triton_attention: causal attention or doc_ids need Tq <= Tk, got Tq={Tq}, "
+                         f"Tk={k.size(2)}")
     if doc_ids is not None:
         if doc_ids.shape != (B, k.size(2)) or doc_ids.dtype.is_floating_point or doc_ids.dtype == torch.bool:
             raise ValueError(f"triton_attention: doc_ids must be integer (B, Tk) = ({B}, {k.size(2)}), "
                              f"got {doc_ids.dtype} {tuple(doc_ids.shape)}")
     if not _INTERPRET and q.device.type != 'cuda':
-        raise ValueError(f"triton_attention: tensors are on {q.device}; the compiled kernels need CUDA tensors "
-                         "(without a GPU they run in Triton's interpreter on CPU tensors)")
+        raise ValueError(f"triton_attention: tensors are on {q.device}; the compiled kernels need CUDA "
+                         "tensors (without a GPU they run in Triton's interpreter on CPU tensors)")
 
 
 def _last_dim_contiguous(x):
@@ -274,7 +278,8 @@ def _attention_backward(do, q, k, v, o, lse, causal, doc_ids):
 # opaque call with outputs of known shape (it cannot trace into Triton's launcher), so a compiled
 # model keeps whole graphs around them instead of failing or breaking the graph at every layer.
 @torch.library.custom_op('vlm_pretrain::flash_attention', mutates_args=(),
-                         schema='(Tensor q, Tensor k, Tensor v, bool causal, Tensor? doc_ids) -> (Tensor, Tensor)')
+                         schema='(Tensor q, Tensor k, Tensor v, bool causal, Tensor? doc_ids) '
+                                '-> (Tensor, Tensor)')
 def _flash_attention_op(q, k, v, causal, doc_ids):
     return _attention_forward(q, k, v, causal, doc_ids)
 
@@ -286,8 +291,8 @@ def _(q, k, v, causal, doc_ids):
 
 
 @torch.library.custom_op('vlm_pretrain::flash_attention_backward', mutates_args=(),
-                         schema='(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, bool causal, '
-                                'Tensor? doc_ids) -> (Tensor, Tensor, Tensor)')
+                         schema='(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, '
+                                'bool causal, Tensor? doc_ids) -> (Tensor, Tensor, Tensor)')
 def _flash_attention_backward_op(do, q, k, v, o, lse, causal, doc_ids):
     return _attention_backward(_last_dim_contiguous(do), q, k, v, o, lse, causal, doc_ids)
 
@@ -382,7 +387,8 @@ def _key_blocks(start_m, Tq, Tk, DOC, q_doc, CAUSAL: tl.constexpr, HAS_DOCS: tl.
     off = Tk - Tq  # query i is at key position i + off
     if CAUSAL:
         end = tl.minimum(Tk, start_m + BLOCK_M + off)
-        full = (start_m + off + 1) // BLOCK_N * BLOCK_N  # keys before this are seen by every query of the block
+        # keys before this are seen by every query of the block
+        full = (start_m + off + 1) // BLOCK_N * BLOCK_N
     else:
         end = Tk
         full = Tk // BLOCK_N * BLOCK_N
@@ -402,7 +408,8 @@ def _attn_fwd_inner(acc_a, acc_b, m_i, l_i, q_a, q_b, q_doc, K, V, DOC, stride_k
                     lo, hi, Tk, off, qk_scale,
                     HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                     CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                    PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+                    PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
     # counting blocks from 0 rather than looping from lo: Triton then pipelines the loads even when lo
@@ -445,7 +452,8 @@ def _attn_fwd_kernel(Q, K, V, O, LSE, DOC,
                      H, Tq, Tk, qk_scale,
                      HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                      CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                     PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                     PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
@@ -503,7 +511,8 @@ def _attn_bwd_dkdv_inner(dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, D
                          stride_qt, stride_dot, offs_n, lo, hi, Tq, off, qk_scale,
                          HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                          CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                         PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr, BLOCK_M: tl.constexpr):
+                         PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr,
+                         BLOCK_M: tl.constexpr):
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
     for i in range(0, (hi - lo + BLOCK_M - 1) // BLOCK_M):  # counting from 0: see _attn_fwd_inner
@@ -532,7 +541,8 @@ def _attn_bwd_dkdv_inner(dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, D
             dv_b = tl.dot(p_low, do_b, dv_b, input_precision=PRECISION)
             dp_t += tl.dot(v_b, tl.trans(do_b), input_precision=PRECISION)
         delta = tl.load(DELTA + offs_m, mask=offs_m < Tq, other=0.0)
-        ds_t = (p_t * (dp_t - delta[None, :])).to(q_a.dtype)  # dS = P * (dP - delta), w.r.t. the scaled scores
+        # dS = P * (dP - delta), w.r.t. the scaled scores
+        ds_t = (p_t * (dp_t - delta[None, :])).to(q_a.dtype)
         dk_a = tl.dot(ds_t, q_a, dk_a, input_precision=PRECISION)
         if SPLIT:
             dk_b = tl.dot(ds_t, q_b, dk_b, input_precision=PRECISION)
@@ -547,7 +557,8 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, DOC,
                           H, Tq, Tk, qk_scale, sm_scale,
                           HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                           CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                          PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                          PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr):
     start_n = tl.program_id(0) * BLOCK_N
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
@@ -579,7 +590,8 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, DOC,
     full = 0
     if CAUSAL:
         begin = tl.maximum(start_n - off, 0) // BLOCK_M * BLOCK_M  # earlier queries see none of these keys
-        full = (tl.maximum(start_n + BLOCK_N - 1 - off, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M  # these see all
+        # query blocks from here on see every one of these keys
+        full = (tl.maximum(start_n + BLOCK_N - 1 - off, 0) + BLOCK_M - 1) // BLOCK_M * BLOCK_M
     end = Tq
     k_doc = offs_n
     if HAS_DOCS:
@@ -592,16 +604,16 @@ def _attn_bwd_dkdv_kernel(Q, K, V, DO, DK, DV, LSE, DELTA, DOC,
     a = tl.minimum(tl.maximum(full, begin), end)
     c = tl.maximum(tl.minimum(Tq // BLOCK_M * BLOCK_M, end), a)
     dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
-        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
-        begin, a, Tq, off, qk_scale,
+        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot,
+        offs_n, begin, a, Tq, off, qk_scale,
         HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_M)
     dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
-        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
-        a, c, Tq, off, qk_scale,
+        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot,
+        offs_n, a, c, Tq, off, qk_scale,
         HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, False, BLOCK_M)
     dk_a, dk_b, dv_a, dv_b = _attn_bwd_dkdv_inner(
-        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot, offs_n,
-        c, end, Tq, off, qk_scale,
+        dk_a, dk_b, dv_a, dv_b, k_a, k_b, v_a, v_b, k_doc, Q, DO, LSE, DELTA, DOC, stride_qt, stride_dot,
+        offs_n, c, end, Tq, off, qk_scale,
         HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_M)
     _store_tile(DK, offs_n, offs_a, stride_dkt, Tk, dk_a * sm_scale, HEAD_DIM, ALIGN)
     _store_tile(DV, offs_n, offs_a, stride_dvt, Tk, dv_a, HEAD_DIM, ALIGN)
@@ -615,7 +627,8 @@ def _attn_bwd_dq_inner(dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V
                        offs_m, lo, hi, Tk, off, qk_scale,
                        HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                        CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                       PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr):
+                       PRECISION: tl.constexpr, ALIGN: tl.constexpr, MASKED: tl.constexpr,
+                       BLOCK_N: tl.constexpr):
     offs_a = tl.arange(0, D_A)
     offs_b = D_A + tl.arange(0, D_B)
     for i in range(0, (hi - lo + BLOCK_N - 1) // BLOCK_N):  # counting from 0: see _attn_fwd_inner
@@ -653,7 +666,8 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, DOC,
                         H, Tq, Tk, qk_scale, sm_scale,
                         HEAD_DIM: tl.constexpr, D_A: tl.constexpr, D_B: tl.constexpr, SPLIT: tl.constexpr,
                         CAUSAL: tl.constexpr, HAS_DOCS: tl.constexpr, UPCAST: tl.constexpr,
-                        PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                        PRECISION: tl.constexpr, ALIGN: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1).to(tl.int64)
     b, h = bh // H, bh % H
@@ -682,11 +696,13 @@ def _attn_bwd_dq_kernel(Q, K, V, DO, DQ, LSE, DELTA, DOC,
     dq_b = tl.zeros((BLOCK_M, D_B), tl.float32)
     begin, mid, end = _key_blocks(start_m, Tq, Tk, DOC, q_doc, CAUSAL, HAS_DOCS, BLOCK_M, BLOCK_N)
     dq_a, dq_b = _attn_bwd_dq_inner(
-        dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, begin, mid,
-        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, False, BLOCK_N)
+        dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m,
+        begin, mid, Tk, off, qk_scale,
+        HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, False, BLOCK_N)
     dq_a, dq_b = _attn_bwd_dq_inner(
-        dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m, mid, end,
-        Tk, off, qk_scale, HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_N)
+        dq_a, dq_b, q_a, q_b, do_a, do_b, lse, delta, q_doc, K, V, DOC, stride_kt, stride_vt, offs_m,
+        mid, end, Tk, off, qk_scale,
+        HEAD_DIM, D_A, D_B, SPLIT, CAUSAL, HAS_DOCS, UPCAST, PRECISION, ALIGN, True, BLOCK_N)
     _store_tile(DQ, offs_m, offs_a, stride_dqt, Tq, dq_a * sm_scale, HEAD_DIM, ALIGN)
     if SPLIT:
         _store_tile(DQ, offs_m, offs_b, stride_dqt, Tq, dq_b * sm_scale, HEAD_DIM, ALIGN)

@@ -1,19 +1,48 @@
 """
-Speed benchmarks, one subcommand each.
+Speed benchmarks, one command each, settings as --key=value (configurator.py; --help lists them).
 
-    python bench.py attention     the Triton attention kernel against PyTorch SDPA (flash, cuDNN), on a GPU
-    python bench.py step          one training step of the text 1B and the frozen / unfrozen 1B VLM, on a GPU
-    python bench.py cpu           ours vs HF transformers (decoder, SigLIP tower), shard reader vs JPEG, on the CPU
+    python bench.py attention   the Triton attention kernel against PyTorch SDPA (flash, cuDNN), on a GPU
+    python bench.py step        one training step of the text 1B and the frozen / unfrozen 1B VLM, on a GPU
+    python bench.py cpu         ours vs HF transformers (decoder, SigLIP tower), shards vs JPEG, on a CPU
+
+    python bench.py attention --dtype=fp16 --iters=10
+    python bench.py step --models=text_1b,vlm_frozen_1b --batch_size=8 --compile --attention=triton
+    python bench.py step --device=cpu --models=text_tiny,vlm_tiny --batch_size=1    # a smoke run
+    python bench.py cpu --threads=4
 
 Results print as markdown tables. Times are CUDA-event averages after warmup.
 """
-import argparse
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
 
 import attention
+import configurator
+
+# Triton kernel vs SDPA: TFLOP/s, forward and forward+backward
+ATTENTION_DEFAULTS = {
+    'dtype': 'bf16',  # bf16 or fp16
+    'warmup': 5,  # untimed calls first: they compile and autotune the kernels
+    'iters': 20,  # timed calls, averaged
+}
+# one training step of the 1B models: tokens/s, step time, memory, MFU
+STEP_DEFAULTS = {
+    'models': 'text_1b,vlm_frozen_1b,vlm_unfrozen_1b',  # comma-separated names of STEP_MODELS
+    'batch_size': 0,  # micro-batch; 0 = the largest that fits (doubling up to max_batch)
+    'max_batch': 64,  # where the doubling stops
+    'compile': False,  # torch.compile the model
+    'activation_checkpointing': False,  # recompute the blocks' activations in the backward
+    'attention': 'sdpa',  # one of attention.BACKENDS
+    'device': 'cuda',  # cpu for a smoke run of the tiny models
+    'warmup': 3,  # untimed steps first
+    'iters': 10,  # timed steps, averaged
+}
+# ours vs HF transformers (decoder, SigLIP tower) and the shard reader vs JPEG, on the CPU
+CPU_DEFAULTS = {
+    'threads': 0,  # torch threads (0 = PyTorch's default)
+}
 
 # -----------------------------------------------------------------------------
 # attention: the fused Triton kernel vs SDPA
@@ -58,13 +87,14 @@ def sdpa_backend(backend):
 
 def attention_candidates(docs):
     """(label, fn(q, k, v, causal, doc_ids)) in table order; the first is what the others are compared to."""
-    triton = lambda q, k, v, causal, doc_ids: attention.triton_attention(q, k, v, causal=causal, doc_ids=doc_ids)
-    sdpa = lambda q, k, v, causal, doc_ids: attention.sdpa_attention(q, k, v, causal=causal, doc_ids=doc_ids)
+    triton = lambda q, k, v, causal, ids: attention.triton_attention(q, k, v, causal=causal, doc_ids=ids)
+    sdpa = lambda q, k, v, causal, ids: attention.sdpa_attention(q, k, v, causal=causal, doc_ids=ids)
     flash, cudnn = sdpa_backend('FLASH_ATTENTION'), sdpa_backend('CUDNN_ATTENTION')
     if docs:
         no_docs = lambda q, k, v, causal, doc_ids: attention.triton_attention(q, k, v, causal=causal)
-        return [('triton, doc_ids', triton), ('triton, no doc_ids', no_docs), ('sdpa, boolean doc mask', sdpa),
-                ('sdpa flash, no doc_ids', flash), ('sdpa cuDNN, no doc_ids', cudnn)]
+        return [('triton, doc_ids', triton), ('triton, no doc_ids', no_docs),
+                ('sdpa, boolean doc mask', sdpa), ('sdpa flash, no doc_ids', flash),
+                ('sdpa cuDNN, no doc_ids', cudnn)]
     return [('triton', triton), ('sdpa (its own choice)', sdpa), ('sdpa flash', flash), ('sdpa cuDNN', cudnn)]
 
 
@@ -88,7 +118,7 @@ def check_triton_matches_sdpa(q, k, v, do, causal, doc_ids):
         raise SystemExit(f"the Triton kernel disagrees with SDPA: {errors}")
 
 
-def time_attention(fn, q, k, v, do, causal, doc_ids, args):
+def time_attention(fn, q, k, v, do, causal, doc_ids, settings):
     """(forward ms, forward+backward ms) of fn, or the reason it cannot run."""
     q_, k_, v_ = (x.detach().requires_grad_() for x in (q, k, v))
 
@@ -100,20 +130,22 @@ def time_attention(fn, q, k, v, do, causal, doc_ids, args):
         out = fn(q_, k_, v_, causal, doc_ids)
         torch.autograd.grad(out, (q_, k_, v_), do)
     try:
-        return cuda_time_ms(forward, args.warmup, args.iters), cuda_time_ms(forward_backward, args.warmup, args.iters)
+        warmup, iters = settings['warmup'], settings['iters']
+        return cuda_time_ms(forward, warmup, iters), cuda_time_ms(forward_backward, warmup, iters)
     except RuntimeError as e:  # e.g. SDPA has no flash / cuDNN kernel for this shape or GPU
         return str(e).strip().splitlines()[0][:100]
 
 
-def bench_attention(args):
+def bench_attention(settings):
     if not torch.cuda.is_available():
-        print("bench.py attention times CUDA kernels and this machine has no CUDA device: nothing to measure. "
-              "(The kernel's correctness tests run on a CPU: python -m pytest tests/test_attention_triton.py)")
+        print("bench.py attention times CUDA kernels and this machine has no CUDA device: nothing to "
+              "measure. (The kernel's correctness tests run on a CPU: "
+              "python -m pytest tests/test_attention_triton.py)")
         return
     import triton
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[args.dtype]
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, {args.dtype}, "
-          f"{args.warmup} warmup + {args.iters} timed iterations\n")
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}[settings['dtype']]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
+          f"{settings['dtype']}, {settings['warmup']} warmup + {settings['iters']} timed iterations\n")
     table = []  # (shape label, forward FLOPs, [(kernel, (fwd ms, fwd+bwd ms) or why not)])
     for label, B, H, T, D, causal, docs in ATTENTION_SHAPES:
         torch.manual_seed(0)
@@ -121,14 +153,16 @@ def bench_attention(args):
         doc_ids = packed_doc_ids(B, T, docs, 'cuda') if docs else None
         print(f"{label}: ", end='', flush=True)
         check_triton_matches_sdpa(q, k, v, do, causal, doc_ids)
-        results = [(name, time_attention(fn, q, k, v, do, causal, doc_ids, args) if fn else 'not in this PyTorch')
-                   for name, fn in attention_candidates(docs)]
+        results = [(name, time_attention(fn, q, k, v, do, causal, doc_ids, settings) if fn
+                          else 'not in this PyTorch') for name, fn in attention_candidates(docs)]
         table.append((label, attention_flops(B, H, T, D, causal), results))
         del q, k, v, do
         torch.cuda.empty_cache()
 
-    print("\nTFLOP/s count 4*B*H*T^2*D forward (half when causal; the dense causal count for packed documents too)")
-    print("and 3.5x that forward+backward. 'triton speedup' = this row's time / the first row's time of its shape.\n")
+    print("\nTFLOP/s count 4*B*H*T^2*D forward (half when causal; the dense causal count for packed "
+          "documents too)")
+    print("and 3.5x that forward+backward. 'triton speedup' = this row's time / the first row's time of "
+          "its shape.\n")
     print("| shape | kernel | fwd ms | fwd TFLOP/s | fwd triton speedup | fwd+bwd ms | fwd+bwd TFLOP/s "
           "| fwd+bwd triton speedup |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -160,7 +194,8 @@ STEP_MODELS = {  # name -> (LM preset, T, encoder preset or None, frozen)
 def step_batch(model, name, batch_size, device):
     lm_preset, T, vision_preset, _ = STEP_MODELS[name]
     lm = model.lm if vision_preset else model
-    input_ids = torch.randint(0, 50000 if lm.config.vocab_size > 50000 else 256, (batch_size, T), device=device)
+    vocab = 50000 if lm.config.vocab_size > 50000 else 256
+    input_ids = torch.randint(0, vocab, (batch_size, T), device=device)
     batch = dict(input_ids=input_ids, targets=torch.roll(input_ids, -1, 1))
     if vision_preset:
         S, P = model.vision.cfg.image_size, model.num_patches
@@ -176,7 +211,8 @@ def build_step_model(name, device, compile_model, checkpointing):
     from vision import PRESETS
     lm_preset, T, vision_preset, frozen = STEP_MODELS[name]
     cfg = lm_config(lm_preset, block_size=T)
-    with torch.device(device):  # initialise on the device: a 1B model's init on a CPU takes longer than its timing
+    # initialise on the device: a 1B model's init on a CPU takes longer than its timing
+    with torch.device(device):
         if vision_preset:
             model = VLM(cfg, PRESETS[vision_preset], projector='mlp2',
                         image_id=50257 if cfg.vocab_size > 50000 else 257, freeze_vision=frozen)
@@ -191,12 +227,13 @@ def build_step_model(name, device, compile_model, checkpointing):
     return model, step_module
 
 
-def time_steps(name, batch_size, args, device):
+def time_steps(name, batch_size, settings, device):
     """Mean step time (s) and peak memory (GB) of forward + backward + AdamW at this micro-batch."""
-    model, module = build_step_model(name, device, args.compile, args.activation_checkpointing)
-    optimizer = model.configure_optimizers(0.033, 1e-4, (0.9, 0.95), 1e-8, 'cuda' if device.startswith('cuda') else 'cpu')
+    model, module = build_step_model(name, device, settings['compile'], settings['activation_checkpointing'])
+    cuda = device.startswith('cuda')
+    optimizer = model.configure_optimizers(0.033, 1e-4, (0.9, 0.95), 1e-8, 'cuda' if cuda else 'cpu')
     batch = step_batch(model, name, batch_size, device)
-    autocast = torch.autocast('cuda', dtype=torch.bfloat16) if device.startswith('cuda') else torch.autocast('cpu', enabled=False)
+    autocast = torch.autocast('cuda', dtype=torch.bfloat16) if cuda else torch.autocast('cpu', enabled=False)
 
     def step():
         extra = {k: batch[k] for k in ('images', 'has_image') if k in batch}
@@ -208,25 +245,25 @@ def time_steps(name, batch_size, args, device):
 
     if device.startswith('cuda'):
         torch.cuda.reset_peak_memory_stats()
-        seconds = cuda_time_ms(step, args.warmup, args.iters) / 1e3
+        seconds = cuda_time_ms(step, settings['warmup'], settings['iters']) / 1e3
         memory = torch.cuda.max_memory_allocated() / 1e9
     else:
         import time
-        for _ in range(args.warmup):
+        for _ in range(settings['warmup']):
             step()
         t0 = time.perf_counter()
-        for _ in range(args.iters):
+        for _ in range(settings['iters']):
             step()
-        seconds, memory = (time.perf_counter() - t0) / args.iters, float('nan')
+        seconds, memory = (time.perf_counter() - t0) / settings['iters'], float('nan')
     return model, seconds, memory
 
 
-def largest_batch(name, args, device):
+def largest_batch(name, settings, device):
     """Double the micro-batch until it no longer fits; the last one that ran, and its timing."""
     best, batch_size = None, 1
-    while batch_size <= args.max_batch:
+    while batch_size <= settings['max_batch']:
         try:
-            best = (batch_size,) + time_steps(name, batch_size, args, device)
+            best = (batch_size,) + time_steps(name, batch_size, settings, device)
         except torch.OutOfMemoryError:
             break
         finally:
@@ -236,25 +273,28 @@ def largest_batch(name, args, device):
     return best
 
 
-def bench_step(args):
+def bench_step(settings):
     from model import VLM, estimate_mfu
-    attention.set_backend(args.attention)
-    device = args.device
+    attention.set_backend(settings['attention'])
+    device = settings['device']
     if device.startswith('cuda') and not torch.cuda.is_available():
-        print("bench.py step: no CUDA device here; run it on a GPU (or --device cpu --models text_tiny,vlm_tiny for a smoke run)")
+        print("bench.py step: no CUDA device here; run it on a GPU "
+              "(or --device=cpu --models=text_tiny,vlm_tiny for a smoke run)")
         return
     device_name = torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu'
     precision = 'bf16 autocast' if device.startswith('cuda') else 'fp32'
-    print(f"training step on {device_name}: {precision}, AdamW; compile={args.compile}, "
-          f"activation checkpointing={args.activation_checkpointing}, attention={args.attention}\n")
+    print(f"training step on {device_name}: {precision}, AdamW; compile={settings['compile']}, "
+          f"activation checkpointing={settings['activation_checkpointing']}, "
+          f"attention={settings['attention']}\n")
     print("| model | T | micro-batch | step (ms) | tokens/s | peak mem (GB) | TFLOP/s | MFU |")
     print("|---|---|---|---|---|---|---|---|")
-    for name in args.models.split(','):
+    for name in settings['models'].split(','):
         T = STEP_MODELS[name][1]
-        if args.batch_size:
-            batch_size, (model, seconds, memory) = args.batch_size, time_steps(name, args.batch_size, args, device)
+        if settings['batch_size']:
+            batch_size = settings['batch_size']
+            model, seconds, memory = time_steps(name, batch_size, settings, device)
         else:
-            found = largest_batch(name, args, device)
+            found = largest_batch(name, settings, device)
             if found is None:
                 print(f"| {name} | {T} | does not fit | | | | | |")
                 continue
@@ -266,7 +306,8 @@ def bench_step(args):
             flops = model.flops_per_token(T) * tokens
         mfu = estimate_mfu(flops / tokens, tokens / seconds, device_name)
         mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "unknown peak"
-        print(f"| {name} | {T} | {batch_size} | {seconds * 1e3:.1f} | {tokens / seconds:,.0f} | {memory:.1f} | "
+        print(f"| {name} | {T} | {batch_size} | {seconds * 1e3:.1f} | {tokens / seconds:,.0f} | "
+              f"{memory:.1f} | "
               f"{flops / seconds / 1e12:.1f} | {mfu_text} |")
         del model
 
@@ -286,7 +327,7 @@ def cpu_time(fn, warmup=2, iters=5):
     return best
 
 
-def bench_cpu_decoder(args):
+def bench_cpu_decoder(settings):
     """Our decoder vs an HF Llama of the same shape, forward + backward. Llama has no qk-norm: we also time
     ours without it (the norms replaced by identities) to show what qk-norm costs."""
     import transformers
@@ -295,8 +336,9 @@ def bench_cpu_decoder(args):
     torch.manual_seed(0)
     ours = LM(LMConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=d))
     llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        vocab_size=V, hidden_size=d, intermediate_size=swiglu_hidden(d), num_hidden_layers=L, num_attention_heads=H,
-        num_key_value_heads=H, max_position_embeddings=T, tie_word_embeddings=False, attn_implementation='sdpa'))
+        vocab_size=V, hidden_size=d, intermediate_size=swiglu_hidden(d), num_hidden_layers=L,
+        num_attention_heads=H, num_key_value_heads=H, max_position_embeddings=T, tie_word_embeddings=False,
+        attn_implementation='sdpa'))
     idx = torch.randint(0, V, (B, T))
 
     def ours_step():
@@ -317,7 +359,7 @@ def bench_cpu_decoder(args):
             ('decoder without qk-norm (its cost)', t_plain, 'ours with qk-norm', t_ours)]
 
 
-def bench_cpu_tower(args, tmp):
+def bench_cpu_tower(settings, tmp):
     """Our SigLIP tower vs HF's SiglipVisionModel with the same weights (so400m shape, 4 blocks, 224 px)."""
     import transformers
     from vision import load_siglip
@@ -336,13 +378,14 @@ def bench_cpu_tower(args, tmp):
              'HF SiglipVisionModel', t_hf)]
 
 
-def bench_cpu_reader(args, tmp):
+def bench_cpu_reader(settings, tmp):
     """Random access into prepared image shards vs decoding the same JPEGs with PIL and resizing them."""
     import json
 
     import numpy as np
     from PIL import Image
-    from prepare_data import ImageShards, prepare_images
+    from prepare_data import prepare_images
+    from shards import ImageShards
     from vision import preprocess
     rng = np.random.default_rng(0)
     folder = os.path.join(tmp, 'jpegs')
@@ -357,30 +400,33 @@ def bench_cpu_reader(args, tmp):
             Image.fromarray(img).save(os.path.join(folder, f'{i}.jpg'), quality=90)
             f.write(json.dumps({'image': f'{i}.jpg', 'caption': f'picture {i}'}) + '\n')
     out = os.path.join(tmp, 'shards')
-    prepare_images('captions', [os.path.join(folder, 'captions.jsonl')], out, tokenizer='bytes', image_size=384,
-                   image_positions=729, val_fraction=0.0, workers=1)
+    prepare_images('captions', [os.path.join(folder, 'captions.jsonl')], out, tokenizer='bytes',
+                   image_size=384, image_positions=729, val_fraction=0.0, workers=1)
     shards = ImageShards(out)
     order = rng.permutation(len(shards))
     paths = [os.path.join(folder, f'{i}.jpg') for i in order]
     t_reader = cpu_time(lambda: [np.array(shards[int(i)]['image']) for i in order]) / len(order)
     t_jpeg = cpu_time(lambda: [preprocess(p, 384) for p in paths], warmup=1, iters=2) / len(paths)
-    return [('image shard random access, per 384 px image (copied out)', t_reader, 'JPEG decode + resize (PIL)', t_jpeg)]
+    return [('image shard random access, per 384 px image (copied out)', t_reader,
+             'JPEG decode + resize (PIL)', t_jpeg)]
 
 
-def bench_cpu(args):
+def bench_cpu(settings):
     import tempfile
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = bench_cpu_decoder(args)
+    if settings['threads']:
+        torch.set_num_threads(settings['threads'])
+    rows = bench_cpu_decoder(settings)
     with tempfile.TemporaryDirectory() as tmp:
-        rows += bench_cpu_tower(args, os.path.join(tmp, 'tower'))
+        rows += bench_cpu_tower(settings, os.path.join(tmp, 'tower'))
     with tempfile.TemporaryDirectory() as tmp:
-        rows += bench_cpu_reader(args, tmp)
-    print(f"CPU, {torch.get_num_threads()} threads, best of 5 (ratio = ours / theirs, time: below 1 is faster)\n")
+        rows += bench_cpu_reader(settings, tmp)
+    print(f"CPU, {torch.get_num_threads()} threads, best of 5 "
+          f"(ratio = ours / theirs, time: below 1 is faster)\n")
     print("| ours | time | theirs | time | ratio |")
     print("|---|---|---|---|---|")
     for ours, t_ours, theirs, t_theirs in rows:
-        print(f"| {ours} | {fmt_seconds(t_ours)} | {theirs} | {fmt_seconds(t_theirs)} | {t_ours / t_theirs:.3f} |")
+        print(f"| {ours} | {fmt_seconds(t_ours)} | {theirs} | {fmt_seconds(t_theirs)} | "
+              f"{t_ours / t_theirs:.3f} |")
 
 
 def fmt_seconds(s):
@@ -389,29 +435,42 @@ def fmt_seconds(s):
 
 # -----------------------------------------------------------------------------
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="speed benchmarks")
-    commands = parser.add_subparsers(dest='command', required=True)
-    p = commands.add_parser('attention', help="Triton attention kernel vs SDPA: TFLOP/s, forward and forward+backward")
-    p.add_argument('--dtype', choices=['bf16', 'fp16'], default='bf16')
-    p.add_argument('--warmup', type=int, default=5)
-    p.add_argument('--iters', type=int, default=20)
-    p = commands.add_parser('step', help="one training step of the 1B models: tokens/s, step time, memory, MFU")
-    p.add_argument('--models', default='text_1b,vlm_frozen_1b,vlm_unfrozen_1b', help=f"comma-separated: {', '.join(STEP_MODELS)}")
-    p.add_argument('--batch_size', type=int, default=0, help="micro-batch; 0 = the largest that fits (doubling)")
-    p.add_argument('--max_batch', type=int, default=64)
-    p.add_argument('--compile', action='store_true')
-    p.add_argument('--activation_checkpointing', action='store_true')
-    p.add_argument('--attention', choices=attention.BACKENDS, default='sdpa')
-    p.add_argument('--device', default='cuda')
-    p.add_argument('--warmup', type=int, default=3)
-    p.add_argument('--iters', type=int, default=10)
-    p = commands.add_parser('cpu', help="ours vs HF transformers (decoder, SigLIP tower) and the shard reader vs JPEG, on the CPU")
-    p.add_argument('--threads', type=int, default=0, help="torch threads (0 = PyTorch's default)")
-    args = parser.parse_args()
-    if args.command == 'attention':
-        bench_attention(args)
-    elif args.command == 'step':
-        bench_step(args)
+def check_settings(command, settings):
+    """One line naming the first setting out of range, or None."""
+    if settings.get('dtype', 'bf16') not in ('bf16', 'fp16'):
+        return f"--dtype must be bf16 or fp16, got {settings['dtype']!r}"
+    if settings.get('warmup', 0) < 0 or settings.get('iters', 1) < 1:
+        return f"--warmup must be >= 0 and --iters >= 1, got {settings['warmup']} and {settings['iters']}"
+    if command == 'step':
+        unknown = [m for m in settings['models'].split(',') if m not in STEP_MODELS]
+        if unknown:
+            return f"--models: unknown {', '.join(map(repr, unknown))}; known: {', '.join(STEP_MODELS)}"
+        if settings['attention'] not in attention.BACKENDS:
+            return (f"--attention must be one of {', '.join(attention.BACKENDS)}, "
+                    f"got {settings['attention']!r}")
+        if settings['batch_size'] < 0 or settings['max_batch'] < 1:
+            return "--batch_size must be >= 0 (0 = the largest that fits) and --max_batch >= 1"
+    if settings.get('threads', 0) < 0:
+        return f"--threads must be >= 0 (0 = PyTorch's default), got {settings['threads']}"
+    return None
+
+
+def main(argv=None):
+    commands = {'attention': ATTENTION_DEFAULTS, 'step': STEP_DEFAULTS, 'cpu': CPU_DEFAULTS}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if '--help' in argv or '-h' in argv:
+        print(__doc__)  # what each command measures; configurator lists the commands or keys after it
+    command, settings = configurator.parse_command(commands, argv, 'bench.py')
+    problem = check_settings(command, settings)
+    if problem:
+        sys.exit(f"config error: {problem}")
+    if command == 'attention':
+        bench_attention(settings)
+    elif command == 'step':
+        bench_step(settings)
     else:
-        bench_cpu(args)
+        bench_cpu(settings)
+
+
+if __name__ == "__main__":
+    main()

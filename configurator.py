@@ -102,7 +102,8 @@ def apply_config(defaults, argv):
 
 def format_help(defaults, script):
     width = max(len(k) for k in defaults)
-    lines = [f"usage: python {script} [config/file.py ...] [--key=value ...]", "", "config keys (default):"]
+    lines = [f"usage: python {script} [CONFIG.py ...] [--key=value ...] [--flag ...]", "",
+             "config keys (default):"]
     lines += [f"  {k:<{width}}  {v!r}" for k, v in defaults.items()]
     return "\n".join(lines)
 

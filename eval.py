@@ -3,11 +3,13 @@ Evaluation of a checkpoint: open-ended VQA (VQAv2 and any set in its layout), mu
 tasks (ARC-easy and any set in the generic JSONL form), the Vision and Text Stable Scores, and the
 table that compares runs.
 
-    python eval.py --ckpt out/frozen_1b/ckpt.pt --tasks vqav2,arc_easy
-    python eval.py --ckpt out/tiny_frozen_s0/ckpt.pt --tasks shapes_vqa,shapes_mc --shapes_root data/shapes/raw
-    python eval.py --ckpt out/frozen_1b/ckpt.pt --tasks vqav2 --limit 1000     # a fixed, seeded subset
-    python eval.py --tasks vqav2 --predictions out/frozen_1b/predictions_vqav2.json   # score a results file
-    python eval.py --compare out/frozen_s0 out/frozen_s1 out/mlp1_s0 --plot out/compare.png
+    python eval.py --ckpt=out/frozen_1b/ckpt.pt --tasks=vqav2,arc_easy
+    python eval.py --ckpt=out/tiny_frozen_s0/ckpt.pt --tasks=shapes_vqa,shapes_mc \
+        --shapes_root=data/shapes/raw
+    python eval.py --ckpt=out/frozen_1b/ckpt.pt --tasks=vqav2 --limit=1000     # a fixed, seeded subset
+    python eval.py --tasks=vqav2 --predictions=out/frozen_1b/predictions_vqav2.json   # score a results file
+    python eval.py --compare=out/frozen_s0,out/frozen_s1,out/mlp1_s0 --plot=out/compare.png
+    python eval.py --compare='out/study/*_seed*' --plot=out/compare.png
 
 Tasks (--tasks, comma-separated):
   vqav2       the official val files: --vqa_questions (v2_OpenEnded_mscoco_val2014_questions.json),
@@ -30,12 +32,13 @@ predictions_{task}.json per task (VQA in the official results format [{"question
 so the official script can score it). Items that cannot be used (no annotation, an image that does
 not open, a malformed line) are named on stderr, skipped, and counted in results.json.
 
---compare takes run folders (or results files), groups runs by configuration and prints a markdown
-table of mean ± std over seeds (sample std). A run's group is its `run_name` config key, else its
+--compare takes run folders, results files or globs of them, comma-separated (a glob's matches in
+sorted order), groups runs by configuration and prints a markdown table of mean ± std over seeds
+(sample std); --plot draws it as a bar chart. A run's group is its `run_name` config key, else its
 folder name; a trailing _seedN, -seedN, _sN or -sN is removed from it (out/frozen_s0 and
 out/frozen_s1 are two seeds of "frozen"). The seed is the checkpoint config's `seed`.
 """
-import argparse
+import glob
 import json
 import math
 import os
@@ -47,9 +50,32 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from prepare_data import TOKENIZERS, chat_tokens, encode, get_tokenizer
+import configurator
+from tokenizer import TOKENIZERS, encode, get_tokenizer, vqa_prompt
 
-SHORT_ANSWER = 'Answer the question using a single word or phrase.'
+DEFAULTS = {
+    'ckpt': '',  # a checkpoint to evaluate (or --predictions, or --compare)
+    'predictions': '',  # an official-format VQA results file to score (one VQA task in --tasks)
+    'compare': '',  # run folders, results files or globs, comma-separated: the table over seeds
+    'tasks': 'shapes_vqa,shapes_mc',  # comma-separated built-in names or NAME=PATH
+    'vqa_questions': 'data/vqav2/v2_OpenEnded_mscoco_val2014_questions.json',  # vqav2's questions
+    'vqa_annotations': 'data/vqav2/v2_mscoco_val2014_annotations.json',  # vqav2's human answers
+    'vqa_images': 'data/vqav2/val2014',  # vqav2's images (COCO val2014)
+    'arc_file': 'data/arc/ARC-Easy-Test.jsonl',  # ARC-Easy .jsonl (AI2) or .parquet (HF)
+    'shapes_root': 'data/shapes/raw',  # the world shapes.py wrote (prepare_data.py shapes: OUT/raw)
+    'limit': 0,  # a fixed, seeded subset of N items per task (0 = all)
+    'seed': 0,  # seed of the --limit subset
+    'batch_size': 32,  # questions (VQA) or choices (multiple choice) per forward
+    'max_new_tokens': 16,  # longest VQA answer, in tokens
+    'device': 'cuda' if torch.cuda.is_available() else 'cpu',  # a GPU where there is one
+    # the weights' dtype, one of DTYPES: float32 runs TF32 matmuls on CUDA; bfloat16 is faster but
+    # rounds the log-likelihoods that multiple choice compares
+    'dtype': 'float32',
+    'out': '',  # the results file (default: beside the checkpoint / the predictions file)
+    'plot': '',  # with --compare: write a bar chart PNG here
+}
+DTYPES = ('float32', 'bfloat16', 'float16')
+
 TASKS = {'vqav2': 'vqa', 'arc_easy': 'mc', 'shapes_vqa': 'vqa', 'shapes_mc': 'mc'}
 GROUP_OF_KIND = {'vqa': 'vision', 'mc': 'text'}
 SHOW_PROBLEMS = 10  # problems printed per task; all of them are counted
@@ -66,34 +92,37 @@ CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
     "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
     "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
-    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's", "howd": "how'd",
-    "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm", "Ive": "I've",
-    "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll", "let's": "let's",
-    "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've", "mightn'tve": "mightn't've",
-    "mightve": "might've", "mustnt": "mustn't", "mustve": "must've", "neednt": "needn't", "notve": "not've",
-    "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at",
-    "shant": "shan't", "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's", "shouldve": "should've",
-    "shouldnt": "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
-    "somebody'd": "somebodyd", "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
-    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've",
-    "someone'dve": "someone'd've", "someonell": "someone'll", "someones": "someone's", "somethingd": "something'd",
-    "somethingd've": "something'd've", "something'dve": "something'd've", "somethingll": "something'll",
-    "thats": "that's", "thered": "there'd", "thered've": "there'd've", "there'dve": "there'd've",
-    "therere": "there're", "theres": "there's", "theyd": "they'd", "theyd've": "they'd've", "they'dve": "they'd've",
-    "theyll": "they'll", "theyre": "they're", "theyve": "they've", "twas": "'twas", "wasnt": "wasn't",
-    "wed've": "we'd've", "we'dve": "we'd've", "weve": "we've", "werent": "weren't", "whatll": "what'll",
-    "whatre": "what're", "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd",
-    "wheres": "where's", "whereve": "where've", "whod": "who'd", "whod've": "who'd've", "who'dve": "who'd've",
-    "wholl": "who'll", "whos": "who's", "whove": "who've", "whyll": "why'll", "whyre": "why're", "whys": "why's",
-    "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
-    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll",
-    "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd",
-    "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're", "youve": "you've",
+    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's",
+    "howd": "how'd", "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
+    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll",
+    "let's": "let's", "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't", "mustve": "must've",
+    "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at",
+    "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've",
+    "she'dve": "she'd've", "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
+    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
+    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've", "somebodyll": "somebody'll",
+    "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've",
+    "someone'dve": "someone'd've", "someonell": "someone'll", "someones": "someone's",
+    "somethingd": "something'd", "somethingd've": "something'd've", "something'dve": "something'd've",
+    "somethingll": "something'll", "thats": "that's", "thered": "there'd", "thered've": "there'd've",
+    "there'dve": "there'd've", "therere": "there're", "theres": "there's", "theyd": "they'd",
+    "theyd've": "they'd've", "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're",
+    "theyve": "they've", "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've",
+    "weve": "we've", "werent": "weren't", "whatll": "what'll", "whatre": "what're", "whats": "what's",
+    "whatve": "what've", "whens": "when's", "whered": "where'd", "wheres": "where's", "whereve": "where've",
+    "whod": "who'd", "whod've": "who'd've", "who'dve": "who'd've", "wholl": "who'll", "whos": "who's",
+    "whove": "who've", "whyll": "why'll", "whyre": "why're", "whys": "why's", "wont": "won't",
+    "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've",
+    "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll", "yall'd've": "y'all'd've",
+    "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd", "youd've": "you'd've",
+    "you'dve": "you'd've", "youll": "you'll", "youre": "you're", "youve": "you've",
 }
 NUMBER_WORDS = {'none': '0', 'zero': '0', 'one': '1', 'two': '2', 'three': '3', 'four': '4', 'five': '5',
                 'six': '6', 'seven': '7', 'eight': '8', 'nine': '9', 'ten': '10'}
 ARTICLES = ('a', 'an', 'the')
-PUNCTUATION = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',', '?', '!']
+PUNCTUATION = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',',
+               '?', '!']
 COMMA_BETWEEN_DIGITS = re.compile(r'(\d)(,)(\d)')
 # The official pattern, kept as published: "(?!<=\d)" is a lookahead, not a lookbehind, so the rule that
 # applies is "a period not followed by a digit".
@@ -151,10 +180,11 @@ def vqa_folder_spec(name, folder):
                 annotations=os.path.join(folder, 'annotations.json'), images=os.path.join(folder, 'images'))
 
 
-def task_specs(tasks, args):
-    """The comma-separated --tasks -> [dict(name, kind, files...)] (built-in names or NAME=PATH)."""
+def task_specs(settings):
+    """The comma-separated --tasks -> [dict(name, kind, files...)] (built-in names or NAME=PATH); the
+    built-in tasks' files come from the other settings."""
     specs = []
-    for entry in [t.strip() for t in tasks.split(',') if t.strip()]:
+    for entry in [t.strip() for t in settings['tasks'].split(',') if t.strip()]:
         if '=' in entry:
             name, path = (s.strip() for s in entry.split('=', 1))
             if os.path.isdir(path):
@@ -162,17 +192,18 @@ def task_specs(tasks, args):
             elif path.endswith(('.jsonl', '.parquet')):
                 specs.append(dict(name=name, kind='mc', path=path))
             else:
-                raise EvalError(f"task {entry!r}: {path} is neither a VQA folder (questions.json, annotations.json, "
-                                f"images/) nor a .jsonl / .parquet multiple-choice file")
+                raise EvalError(f"task {entry!r}: {path} is neither a VQA folder (questions.json, "
+                                f"annotations.json, images/) nor a .jsonl / .parquet multiple-choice file")
         elif entry == 'vqav2':
-            specs.append(dict(name=entry, kind='vqa', questions=args.vqa_questions, annotations=args.vqa_annotations,
-                              images=args.vqa_images))
+            specs.append(dict(name=entry, kind='vqa', questions=settings['vqa_questions'],
+                              annotations=settings['vqa_annotations'], images=settings['vqa_images']))
         elif entry == 'arc_easy':
-            specs.append(dict(name=entry, kind='mc', path=args.arc_file))
+            specs.append(dict(name=entry, kind='mc', path=settings['arc_file']))
         elif entry == 'shapes_vqa':
-            specs.append(vqa_folder_spec(entry, os.path.join(args.shapes_root, 'vqa')))
+            specs.append(vqa_folder_spec(entry, os.path.join(settings['shapes_root'], 'vqa')))
         elif entry == 'shapes_mc':
-            specs.append(dict(name=entry, kind='mc', path=os.path.join(args.shapes_root, 'text_mc', 'arc_shapes.jsonl')))
+            path = os.path.join(settings['shapes_root'], 'text_mc', 'arc_shapes.jsonl')
+            specs.append(dict(name=entry, kind='mc', path=path))
         else:
             raise EvalError(f"unknown task {entry!r}: the built-in tasks are {', '.join(TASKS)}; "
                             f"other sets are given as NAME=PATH")
@@ -183,7 +214,8 @@ def task_specs(tasks, args):
 
 
 def subset(n, limit, seed):
-    """Indices of a fixed, seeded subset of `limit` out of n (all of them when limit is 0 or >= n), in order."""
+    """Indices of a fixed, seeded subset of `limit` out of n (all of them when limit is 0 or >= n), in
+    order."""
     if not limit or limit >= n:
         return list(range(n))
     return sorted(random.Random(seed).sample(range(n), limit))
@@ -243,7 +275,8 @@ def load_vqa(questions_path, annotations_path, images_dir=None, limit=0, seed=0)
     items = []
     for i in subset(len(questions), limit, seed):
         q = questions[i]
-        missing = [k for k in ('question_id', 'image_id', 'question') if not isinstance(q, dict) or k not in q]
+        missing = [k for k in ('question_id', 'image_id', 'question')
+                   if not isinstance(q, dict) or k not in q]
         if missing:
             problems.append(f"{questions_path}: question {i} has no {', '.join(missing)}")
             continue
@@ -254,10 +287,12 @@ def load_vqa(questions_path, annotations_path, images_dir=None, limit=0, seed=0)
             continue
         answers = [x.get('answer') for x in a.get('answers') or [] if isinstance(x, dict)]
         if not answers or not all(isinstance(x, str) for x in answers):
-            problems.append(f"question_id {qid}: the annotation in {annotations_path} has no usable 'answers'")
+            problems.append(f"question_id {qid}: the annotation in {annotations_path} has no usable "
+                            f"'answers'")
             continue
         if not isinstance(q['question'], str) or not isinstance(q['image_id'], int):
-            problems.append(f"question_id {qid}: 'question' must be text and 'image_id' an integer in {questions_path}")
+            problems.append(f"question_id {qid}: 'question' must be text and 'image_id' an integer in "
+                            f"{questions_path}")
             continue
         path = None
         if names is not None:
@@ -282,19 +317,16 @@ def load_predictions(path):
         if not isinstance(p, dict) or 'question_id' not in p or not isinstance(p.get('answer'), str):
             problems.append(f"{path}: entry {i} is not {{\"question_id\", \"answer\": text}}")
         elif p['question_id'] in predictions:
-            problems.append(f"{path}: question_id {p['question_id']} is answered twice; the first answer counts")
+            problems.append(f"{path}: question_id {p['question_id']} is answered twice; "
+                            f"the first answer counts")
         else:
             predictions[p['question_id']] = p['answer']
     return predictions, problems
 
 
 # -----------------------------------------------------------------------------
-# Open-ended VQA with the model: chat prompt after the image positions, batched greedy generation
-
-def vqa_prompt(enc, question, num_patches):
-    """<|endoftext|> + num_patches x <|image|> + "User: <question>\\n<SHORT_ANSWER>\\nAssistant:"."""
-    return chat_tokens(enc, [('user', f"{question}\n{SHORT_ANSWER}")], n_image=num_patches)[0]
-
+# Open-ended VQA with the model: tokenizer.vqa_prompt (the chat template after the image positions),
+# batched greedy generation
 
 @torch.no_grad()
 def generate_batch(model, prompts, images, max_new_tokens, eot_id):
@@ -312,8 +344,10 @@ def generate_batch(model, prompts, images, max_new_tokens, eot_id):
     short = [i for i in range(B) if limits[i] > block_size - width]  # shorter prompts, so the recursion ends
     if short:
         rest = [i for i in range(B) if i not in short]
-        done = dict(zip(short, generate_batch(model, [prompts[i] for i in short], images[short], max_new_tokens, eot_id)))
-        done.update(zip(rest, generate_batch(model, [prompts[i] for i in rest], images[rest], max_new_tokens, eot_id)))
+        done = {}
+        for part in (short, rest):
+            rows = generate_batch(model, [prompts[i] for i in part], images[part], max_new_tokens, eot_id)
+            done.update(zip(part, rows))
         return [done[i] for i in range(B)]
     max_new = max(limits)
     idx = torch.full((B, width), eot_id, dtype=torch.long)  # any id but <|image|>: padding is never attended
@@ -343,8 +377,8 @@ def answer_questions(model, enc, items, batch_size, max_new_tokens, problems, de
             for it in batch:
                 prompt = vqa_prompt(enc, it['question'], model.num_patches)
                 if len(prompt) >= block_size:
-                    problems.append(f"question_id {it['question_id']}: the prompt ({len(prompt)} tokens) does not fit "
-                                    f"block_size {block_size}")
+                    problems.append(f"question_id {it['question_id']}: the prompt ({len(prompt)} tokens) "
+                                    f"does not fit block_size {block_size}")
                     continue
                 if it['image'] not in decoded:
                     try:
@@ -393,7 +427,8 @@ def mc_item(record, where):
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
             raise ValueError(f"{where}: 'choices' must be a list of texts")
         if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
-            raise ValueError(f"{where}: 'gold' must be an index into the {len(choices)} choices, got {gold!r}")
+            raise ValueError(f"{where}: 'gold' must be an index into the {len(choices)} choices, "
+                             f"got {gold!r}")
     else:
         question, key = record.get('question'), record.get('answerKey')
         if isinstance(question, dict):  # AI2: question.stem, question.choices [{text, label}]
@@ -407,7 +442,8 @@ def mc_item(record, where):
                 raise ValueError(f"{where}: 'choices' must be {{text: [...], label: [...]}}")
             texts, labels = list(listed.get('text') or []), list(listed.get('label') or [])
         else:
-            raise ValueError(f"{where}: neither an ARC record (question, answerKey) nor a generic one (query, choices, gold)")
+            raise ValueError(f"{where}: neither an ARC record (question, answerKey) nor a generic one "
+                             f"(query, choices, gold)")
         if not isinstance(stem, str):
             raise ValueError(f"{where}: the question stem must be text")
         if len(texts) != len(labels) or not all(isinstance(t, str) for t in texts):
@@ -498,7 +534,8 @@ def loglikelihoods(lm, requests, batch_size, pad_id, desc='mc'):
         logits, _ = lm(idx.to(device))  # (B, T, V)
         for row, (i, s) in enumerate(zip(chunk, seqs)):
             n, end = len(requests[i][1]), len(s) - 1
-            logp = F.log_softmax(logits[row, end - n:end].float(), dim=-1)  # (n, V): positions predicting the continuation
+            # (n, V): the positions that predict the continuation
+            logp = F.log_softmax(logits[row, end - n:end].float(), dim=-1)
             target = torch.tensor(s[-n:], device=logp.device)
             results[i] = logp.gather(1, target[:, None]).sum().item()
     return results
@@ -513,7 +550,8 @@ def score_mc(items, lls):
     predictions = []
     for it, ll in zip(items, lls):
         if len(ll) != len(it['choices']):
-            raise ValueError(f"item {it.get('id')}: {len(ll)} log-likelihoods for {len(it['choices'])} choices")
+            raise ValueError(f"item {it.get('id')}: {len(ll)} log-likelihoods for "
+                             f"{len(it['choices'])} choices")
         pred = max(range(len(ll)), key=lambda k: ll[k])  # the first on a tie
         pred_norm = max(range(len(ll)), key=lambda k: ll[k] / len(it['choices'][k]))
         acc += pred == it['gold']
@@ -541,9 +579,11 @@ def mc_loglikelihoods(lm, enc, items, batch_size, desc='mc'):
 def output_paths(ckpt_path):
     """results.json beside ckpt.pt (results_{stem}.json beside any other checkpoint) and a prediction
     file name per task."""
-    folder, stem = os.path.dirname(os.path.abspath(ckpt_path)), os.path.splitext(os.path.basename(ckpt_path))[0]
+    folder = os.path.dirname(os.path.abspath(ckpt_path))
+    stem = os.path.splitext(os.path.basename(ckpt_path))[0]
     suffix = '' if stem == 'ckpt' else f"_{stem}"
-    return os.path.join(folder, f"results{suffix}.json"), lambda task: os.path.join(folder, f"predictions_{task}{suffix}.json")
+    prediction_path = lambda task: os.path.join(folder, f"predictions_{task}{suffix}.json")
+    return os.path.join(folder, f"results{suffix}.json"), prediction_path
 
 
 def run_group(name):
@@ -562,13 +602,14 @@ def report(name, problems):
     for p in problems[:SHOW_PROBLEMS]:
         tqdm.write(f"[{name}] skipped: {p}", file=sys.stderr)
     if len(problems) > SHOW_PROBLEMS:
-        tqdm.write(f"[{name}] ... and {len(problems) - SHOW_PROBLEMS} more skipped (all counted in results.json)",
-                   file=sys.stderr)
+        tqdm.write(f"[{name}] ... and {len(problems) - SHOW_PROBLEMS} more skipped "
+                   f"(all counted in results.json)", file=sys.stderr)
 
 
 def load_task(spec, limit, seed, with_images=True):
     if spec['kind'] == 'vqa':
-        return load_vqa(spec['questions'], spec['annotations'], spec['images'] if with_images else None, limit, seed)
+        images = spec['images'] if with_images else None
+        return load_vqa(spec['questions'], spec['annotations'], images, limit, seed)
     return load_mc(spec['path'], limit, seed)
 
 
@@ -576,7 +617,10 @@ def task_result(spec, metrics, problems):
     """One task's entry of results.json; `score` is its (acc - chance) / (1 - chance)."""
     entry = dict(kind=spec['kind'], group=GROUP_OF_KIND[spec['kind']], **metrics, skipped=len(problems),
                  skipped_examples=problems[:50])
-    entry['score'] = None if metrics.get('acc') is None else stable_score([(metrics['acc'], metrics['chance'])])
+    if metrics.get('acc') is None:
+        entry['score'] = None
+    else:
+        entry['score'] = stable_score([(metrics['acc'], metrics['chance'])])
     return entry
 
 
@@ -602,8 +646,9 @@ def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, dev
     enc = get_tokenizer(checkpoint['tokenizer'])
     config = checkpoint.get('config') or {}
     run = config.get('run_name') or os.path.basename(os.path.dirname(os.path.abspath(ckpt)))
-    results = dict(checkpoint=os.path.abspath(ckpt), step=checkpoint.get('step'), run=run, group=run_group(run),
-                   seed=config.get('seed'), tokenizer=checkpoint['tokenizer'], limit=limit, subset_seed=seed, tasks={})
+    results = dict(checkpoint=os.path.abspath(ckpt), step=checkpoint.get('step'), run=run,
+                   group=run_group(run), seed=config.get('seed'), tokenizer=checkpoint['tokenizer'],
+                   limit=limit, subset_seed=seed, tasks={})
     predictions = {}
     lm = model.lm if isinstance(model, VLM) else model
     for spec in specs:
@@ -612,8 +657,9 @@ def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, dev
         if spec['kind'] == 'vqa':
             if not isinstance(model, VLM):
                 tqdm.write(f"[{name}] not run: {ckpt} holds a text-only model", file=sys.stderr)
-                results['tasks'][name] = dict(kind='vqa', group='vision', acc=None, chance=0.0, n=0, score=None,
-                                              skipped=len(items) + len(problems), not_run='text-only checkpoint')
+                results['tasks'][name] = dict(kind='vqa', group='vision', acc=None, chance=0.0, n=0,
+                                              score=None, skipped=len(items) + len(problems),
+                                              not_run='text-only checkpoint')
                 continue
             answers = answer_questions(model, enc, items, batch_size, max_new_tokens, problems, desc=name)
             metrics = score_vqa(items, answers)
@@ -625,7 +671,8 @@ def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, dev
                 if all(len(c) < lm.config.block_size for _, c in mc_requests(enc, [it])):
                     fit.append(it)
                 else:
-                    problems.append(f"item {it['id']}: a choice is longer than block_size {lm.config.block_size} tokens")
+                    problems.append(f"item {it['id']}: a choice is longer than block_size "
+                                    f"{lm.config.block_size} tokens")
             items = fit
             lls = mc_loglikelihoods(lm, enc, items, batch_size, desc=name)
             metrics, predictions[name] = score_mc(items, lls)
@@ -652,7 +699,8 @@ def pct(x, digits=1):
 
 
 def format_results(results):
-    lines = ["| task | kind | n | skipped | acc | acc_norm | chance | score |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | kind | n | skipped | acc | acc_norm | chance | score |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, t in results['tasks'].items():
         lines.append(f"| {name} | {t['kind']} | {t['n']} | {t['skipped']} | {pct(t['acc'])} | "
                      f"{pct(t.get('acc_norm'))} | {pct(t['chance'])} | {pct(t['score'])} |")
@@ -666,25 +714,47 @@ def format_results(results):
 # -----------------------------------------------------------------------------
 # Comparing runs: mean ± std over seeds per configuration, a markdown table and a bar chart
 
-TASK_TITLES = {'vqav2': 'VQAv2', 'arc_easy': 'ARC-easy', 'shapes_vqa': 'VQA (shapes)', 'shapes_mc': 'MC (shapes)'}
+TASK_TITLES = {'vqav2': 'VQAv2', 'arc_easy': 'ARC-easy', 'shapes_vqa': 'VQA (shapes)',
+               'shapes_mc': 'MC (shapes)'}
+
+
+def results_file(path):
+    """The results file of a run folder (its results.json), of a checkpoint (the one beside it) or itself."""
+    if os.path.isdir(path):
+        return os.path.join(path, 'results.json')
+    if path.endswith('.pt'):
+        return output_paths(path)[0]
+    if os.path.isfile(path):
+        return path
+    raise EvalError(f"{path}: no such run folder, checkpoint or results file")
 
 
 def load_results(path):
-    """A run folder, a checkpoint or a results file -> (results dict, where it was read)."""
-    if os.path.isdir(path):
-        file = os.path.join(path, 'results.json')
-    elif path.endswith('.pt'):
-        file = output_paths(path)[0]
-    elif os.path.isfile(path):
-        file = path
-    else:
-        raise EvalError(f"{path}: no such run folder, checkpoint or results file")
+    """The results dict eval.py wrote, from a run folder, a checkpoint or a results file (the one results
+    loader: study.py reads its runs with it). A missing or foreign file is an EvalError naming it."""
+    file = results_file(path)
     if not os.path.isfile(file):
         raise EvalError(f"{path}: no {os.path.basename(file)} (run eval.py --ckpt on its checkpoint first)")
     results = read_json(file, 'results')
     if not isinstance(results, dict) or not isinstance(results.get('tasks'), dict):
         raise EvalError(f"{file}: not a results.json written by eval.py")
-    return results, file
+    return results
+
+
+def compare_paths(items):
+    """--compare's comma-separated items -> paths, in order; a glob gives its matches, sorted."""
+    paths = []
+    for item in [x.strip() for x in items.split(',') if x.strip()]:
+        if any(c in item for c in '*?['):
+            matches = sorted(glob.glob(item))
+            if not matches:
+                raise EvalError(f"--compare: {item!r} matches nothing")
+            paths += matches
+        else:
+            paths.append(item)
+    if not paths:
+        raise EvalError("--compare names no runs")
+    return paths
 
 
 def mean_std(values):
@@ -698,10 +768,13 @@ def mean_std(values):
 
 def compare(paths):
     """Group runs by configuration -> (columns, rows): rows of (group, seeds, {column: (mean, std, n)})."""
-    runs = [load_results(p) for p in paths]
+    runs = [(load_results(p), results_file(p)) for p in paths]
     every = {name: t['kind'] for r, _ in runs for name, t in r['tasks'].items()}
-    vqa = next((n for n in ('vqav2', 'shapes_vqa') if n in every), next((n for n, k in every.items() if k == 'vqa'), None))
-    mc = next((n for n in ('arc_easy', 'shapes_mc') if n in every), next((n for n, k in every.items() if k == 'mc'), None))
+    # the column of each kind: the standard set where a run has it, else the first of that kind
+    vqa = next((n for n in ('vqav2', 'shapes_vqa') if n in every),
+               next((n for n, k in every.items() if k == 'vqa'), None))
+    mc = next((n for n in ('arc_easy', 'shapes_mc') if n in every),
+              next((n for n, k in every.items() if k == 'mc'), None))
     columns = [('Vision Stable', 'vision_stable_score'), ('Text Stable', 'text_stable_score')]
     columns += [(TASK_TITLES.get(n, n), n) for n in (vqa, mc) if n is not None]
     groups = {}
@@ -730,117 +803,62 @@ def format_compare(columns, rows):
     lines = ['| config | seeds | ' + ' | '.join(columns) + ' |', '|---|---|' + '---|' * len(columns)]
     for group, seeds, stats in rows:
         seed_text = ','.join('?' if s is None else str(s) for s in seeds)
-        lines.append(f"| {group} | {len(seeds)} ({seed_text}) | " + ' | '.join(cell(stats[c]) for c in columns) + ' |')
+        cells = ' | '.join(cell(stats[c]) for c in columns)
+        lines.append(f"| {group} | {len(seeds)} ({seed_text}) | {cells} |")
     return '\n'.join(lines)
-
-
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def plot_compare(columns, rows, path):
-    """Grouped bar chart (one group of bars per metric, one bar per configuration, std as error bars)."""
-    from PIL import Image, ImageDraw, ImageFont
-    font = ImageFont.load_default()
-    bar, gap, left, top, height = 26, 40, 70, 40, 300
-    width = left + len(columns) * (len(rows) * bar + gap) + 20
-    legend_h = 16 * len(rows) + 10
-    image = Image.new('RGB', (max(width, 360), top + height + 40 + legend_h), 'white')
-    draw = ImageDraw.Draw(image)
-    values = [100 * v for _, _, stats in rows for m, s, _ in stats.values() if m is not None
-              for v in (m - (s or 0), m + (s or 0))]
-    lo, hi = min(values + [0.0]), max(values + [0.0])
-    hi = hi + 0.05 * (hi - lo) if hi > lo else lo + 1.0
-    y = lambda v: top + height - (v - lo) / (hi - lo) * height
-    step = 10 ** math.floor(math.log10((hi - lo) / 2)) if hi > lo else 1.0
-    tick = math.ceil(lo / step) * step
-    while tick <= hi:  # horizontal grid with labels
-        draw.line([(left, y(tick)), (width - 20, y(tick))], fill=(225, 225, 225))
-        draw.text((5, y(tick) - 6), f"{tick:g}", fill='black', font=font)
-        tick += step
-    draw.line([(left, y(0)), (width - 20, y(0))], fill='black')
-    draw.line([(left, top), (left, top + height)], fill='black')
-    draw.text((left, 10), 'mean ± std over seeds (percent)', fill='black', font=font)
-    for c, column in enumerate(columns):
-        x0 = left + gap / 2 + c * (len(rows) * bar + gap)
-        for r, (_, _, stats) in enumerate(rows):
-            mean, std, _ = stats[column]
-            if mean is None:
-                continue
-            x = x0 + r * bar
-            v = 100 * mean
-            draw.rectangle([x + 2, min(y(v), y(0)), x + bar - 2, max(y(v), y(0))], fill=PALETTE[r % len(PALETTE)])
-            if std is not None:
-                cx, s = x + bar / 2, 100 * std
-                draw.line([(cx, y(v - s)), (cx, y(v + s))], fill='black')
-                draw.line([(cx - 4, y(v + s)), (cx + 4, y(v + s))], fill='black')
-                draw.line([(cx - 4, y(v - s)), (cx + 4, y(v - s))], fill='black')
-        draw.text((x0, top + height + 8), column, fill='black', font=font)
-    for r, (group, seeds, _) in enumerate(rows):
-        ly = top + height + 36 + 16 * r
-        draw.rectangle([left, ly, left + 10, ly + 10], fill=PALETTE[r % len(PALETTE)])
-        draw.text((left + 16, ly - 1), f"{group} ({len(seeds)} seed{'' if len(seeds) == 1 else 's'})", fill='black',
-                  font=font)
-    image.save(path)
 
 
 # -----------------------------------------------------------------------------
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument('--ckpt', help="checkpoint to evaluate")
-    what.add_argument('--predictions', help="an official-format VQA results file to score (one VQA task in --tasks)")
-    what.add_argument('--compare', nargs='+', metavar='RUN', help="run folders (or results files) to compare")
-    parser.add_argument('--tasks', default='shapes_vqa,shapes_mc', help="comma-separated task names or NAME=PATH")
-    parser.add_argument('--vqa_questions', default='data/vqav2/v2_OpenEnded_mscoco_val2014_questions.json')
-    parser.add_argument('--vqa_annotations', default='data/vqav2/v2_mscoco_val2014_annotations.json')
-    parser.add_argument('--vqa_images', default='data/vqav2/val2014')
-    parser.add_argument('--arc_file', default='data/arc/ARC-Easy-Test.jsonl', help="ARC-Easy .jsonl (AI2) or .parquet (HF)")
-    parser.add_argument('--shapes_root', default='data/shapes/raw', help="the folder shapes.py wrote (prepare_data.py shapes writes it to OUT/raw)")
-    parser.add_argument('--limit', type=int, default=0, help="a fixed, seeded subset of N items per task (0 = all)")
-    parser.add_argument('--seed', type=int, default=0, help="seed of the --limit subset")
-    parser.add_argument('--batch_size', type=int, default=32)
-    parser.add_argument('--max_new_tokens', type=int, default=16, help="longest VQA answer, in tokens")
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'],
-                        help="weights dtype (float32 uses TF32 matmuls on CUDA; bfloat16 is faster but rounds "
-                             "the log-likelihoods that multiple choice compares)")
-    parser.add_argument('--out', default=None, help="results file (default: beside the checkpoint / predictions file)")
-    parser.add_argument('--plot', default=None, help="with --compare: write a bar chart PNG here")
-    args = parser.parse_args(argv)
-    if args.limit < 0 or args.batch_size < 1 or args.max_new_tokens < 1:
-        parser.error("--limit must be >= 0, --batch_size and --max_new_tokens >= 1")
-    if args.plot and not args.compare:
-        parser.error("--plot goes with --compare")
-    return args
+def parse_settings(argv=None):
+    """DEFAULTS updated by argv, checked; a bad combination exits with one line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if '--help' in argv or '-h' in argv:
+        print(__doc__)  # what the tasks and outputs are; configurator lists the keys after it
+    settings = configurator.parse(DEFAULTS, argv, 'eval.py')
+    given = [k for k in ('ckpt', 'predictions', 'compare') if settings[k]]
+    if len(given) != 1:
+        what = f"got {', '.join('--' + k for k in given)}" if given else "got none"
+        sys.exit(f"config error: give exactly one of --ckpt, --predictions, --compare ({what})")
+    if settings['limit'] < 0:
+        sys.exit(f"config error: --limit must be >= 0 (0 = every item), got {settings['limit']}")
+    for key in ('batch_size', 'max_new_tokens'):
+        if settings[key] < 1:
+            sys.exit(f"config error: --{key} must be >= 1, got {settings[key]}")
+    if settings['dtype'] not in DTYPES:
+        sys.exit(f"config error: --dtype must be one of {', '.join(DTYPES)}, got {settings['dtype']!r}")
+    if settings['plot'] and not settings['compare']:
+        sys.exit("config error: --plot goes with --compare")
+    return settings
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    settings = parse_settings(argv)
     try:
-        if args.compare:
-            columns, rows = compare(args.compare)
+        if settings['compare']:
+            columns, rows = compare(compare_paths(settings['compare']))
             print(format_compare(columns, rows))
-            if args.plot:
-                plot_compare(columns, rows, args.plot)
-                print(f"wrote {args.plot}")
+            if settings['plot']:
+                from plots import bar_chart
+                bar_chart(columns, rows, settings['plot'])
+                print(f"wrote {settings['plot']}")
             return columns, rows
-        specs = task_specs(args.tasks, args)
-        if args.predictions:
+        specs = task_specs(settings)
+        limit, seed = settings['limit'], settings['seed']
+        if settings['predictions']:
             vqa = [s for s in specs if s['kind'] == 'vqa']
             if len(vqa) != 1:
                 raise EvalError(f"--predictions scores one open-ended VQA task; --tasks names {len(vqa)}")
-            results = score_predictions(vqa[0], args.predictions, args.limit, args.seed)
-            out = args.out or os.path.splitext(args.predictions)[0] + '_scores.json'
+            results = score_predictions(vqa[0], settings['predictions'], limit, seed)
+            out = settings['out'] or os.path.splitext(settings['predictions'])[0] + '_scores.json'
         else:
-            if args.device.startswith('cuda'):
+            if settings['device'].startswith('cuda'):
                 torch.backends.cuda.matmul.allow_tf32 = True
                 torch.backends.cudnn.allow_tf32 = True
-            results, predictions = evaluate(args.ckpt, specs, args.limit, args.seed, args.batch_size,
-                                            args.max_new_tokens, args.device, args.dtype)
-            out, prediction_path = output_paths(args.ckpt)
-            out = args.out or out
+            results, predictions = evaluate(settings['ckpt'], specs, limit, seed, settings['batch_size'],
+                                            settings['max_new_tokens'], settings['device'], settings['dtype'])
+            out, prediction_path = output_paths(settings['ckpt'])
+            out = settings['out'] or out
             for name, preds in predictions.items():
                 write_json(prediction_path(name), preds)
                 results['tasks'][name]['predictions'] = prediction_path(name)

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attention import attention
+from vision import SiglipConfig, SiglipVisionTower, normalize
 
 
 @dataclass
@@ -108,7 +109,8 @@ class Attention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.in_proj(x).split(C, dim=-1)
         q, k = self.q_norm(q), self.k_norm(k)  # over the full width, before the heads are split
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        # split the heads: (B, T, C) -> (B, H, T, D)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)  # (B, H, Tk, D), Tk = cached + T
@@ -191,7 +193,8 @@ class LM(nn.Module):
         if kv_cache is not None:
             start = kv_cache.pos
             if doc_ids is not None:
-                kv_cache.doc_ids = doc_ids if kv_cache.doc_ids is None else torch.cat([kv_cache.doc_ids, doc_ids], 1)
+                kv_cache.doc_ids = (doc_ids if kv_cache.doc_ids is None
+                                    else torch.cat([kv_cache.doc_ids, doc_ids], 1))
                 doc_ids = kv_cache.doc_ids
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
@@ -210,7 +213,10 @@ class LM(nn.Module):
         return make_adamw(self.named_parameters(), weight_decay, learning_rate, betas, eps, device_type)
 
     def flops_per_token(self, T):
-        """Training FLOPs per token: 6N (N = matmul weights, the head yes, the input table no) + 12·L·H·Q·T."""
+        """
+        Training FLOPs per token: 6N (N = matmul weights, the head yes, the input table no)
+        + 12·L·H·Q·T.
+        """
         c = self.config
         return 6 * self.num_params() + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * T
 
@@ -230,7 +236,8 @@ class LM(nn.Module):
         cache = KVCache(c.n_layer, B, c.n_head, T + max_new_tokens, c.n_embd // c.n_head, param.device,
                         inputs_embeds.dtype if inputs_embeds is not None else param.dtype)
         if T + max_new_tokens > c.block_size:
-            raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds block_size {c.block_size}")
+            raise ValueError(f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds "
+                             f"block_size {c.block_size}")
         logits, _ = self(idx, inputs_embeds=inputs_embeds, kv_cache=cache, doc_ids=doc_ids, last_only=True)
         new_doc = None if doc_ids is None else doc_ids[:, -1:]
         out, done = [], torch.zeros(B, dtype=torch.bool, device=param.device)
@@ -285,7 +292,8 @@ def make_adamw(named_params, weight_decay, learning_rate, betas, eps, device_typ
     param_groups = [dict(params=ps, weight_decay=decay, lr_scale=scale, lr=learning_rate * scale)
                     for (scale, decay), ps in buckets.items()]
     fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
-    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps, **({'fused': True} if fused else {}))
+    return torch.optim.AdamW(param_groups, lr=learning_rate, betas=betas, eps=eps,
+                             **({'fused': True} if fused else {}))
 
 
 def lr_at(step, max_steps, peak, floor, warmup, peak_at_warmup_end=False):
@@ -344,7 +352,6 @@ class VLM(nn.Module):
     def __init__(self, lm_config, vision_config, projector='mlp2', feature_layer=-2, image_id=50257,
                  freeze_vision=True):
         super().__init__()
-        from vision import SiglipVisionTower
         self.lm = LM(lm_config)
         self.vision = SiglipVisionTower(vision_config, head=False, feature_layer=feature_layer).drop_unused()
         self.projector = make_projector(projector, vision_config.width, lm_config.n_embd)
@@ -361,7 +368,6 @@ class VLM(nn.Module):
 
     def encode_images(self, images):
         """uint8 (N, S, S, 3) -> projected patches (N, P, C)."""
-        from vision import normalize
         dtype = self.vision.embeddings['patch_embedding'].weight.dtype
         pixels = normalize(images, dtype)
         if self.freeze_vision:
@@ -381,7 +387,8 @@ class VLM(nn.Module):
             if self.training and torch.is_grad_enabled():
                 # no image in this micro-batch: keep the projector (and a trained encoder) in the graph
                 # with a zero contribution, so data-parallel gradient syncs still see every parameter
-                dummy = self.encode_images(torch.zeros((1, *self.image_shape()), dtype=torch.uint8, device=x.device))
+                blank = torch.zeros((1, *self.image_shape()), dtype=torch.uint8, device=x.device)
+                dummy = self.encode_images(blank)
                 x = x + 0.0 * dummy.sum().to(x.dtype)
             if bool(is_image.any()):
                 raise ValueError("the batch has <|image|> tokens but no images")
@@ -391,7 +398,8 @@ class VLM(nn.Module):
         found = is_image[has_image].sum()
         if found != expected or is_image[~has_image].any():
             raise ValueError(f"each row with an image needs exactly {self.num_patches} <|image|> tokens "
-                             f"(and rows without one none): found {int(is_image.sum())}, expected {int(expected)}")
+                             f"(and rows without one none): found {int(is_image.sum())}, "
+                             f"expected {int(expected)}")
         return x.masked_scatter(is_image[..., None], patches.to(x.dtype))
 
     def image_shape(self):
@@ -401,7 +409,8 @@ class VLM(nn.Module):
     def forward(self, input_ids, targets=None, doc_ids=None, images=None, has_image=None, z_loss=0.0,
                 reduction='mean'):
         x = self.embed(input_ids, images, has_image)
-        return self.lm(input_ids, targets, doc_ids=doc_ids, inputs_embeds=x, z_loss=z_loss, reduction=reduction)
+        return self.lm(input_ids, targets, doc_ids=doc_ids, inputs_embeds=x, z_loss=z_loss,
+                       reduction=reduction)
 
     @torch.no_grad()
     def generate(self, input_ids, images=None, has_image=None, max_new_tokens=32, doc_ids=None, **kw):
@@ -412,7 +421,8 @@ class VLM(nn.Module):
     def configure_optimizers(self, weight_decay, learning_rate, betas, eps, device_type, vision_lr=None):
         # frozen weights have requires_grad False, so the optimizer holds no state for them
         groups = {'vision.': vision_lr / learning_rate} if vision_lr is not None else None
-        return make_adamw(self.named_parameters(), weight_decay, learning_rate, betas, eps, device_type, groups)
+        return make_adamw(self.named_parameters(), weight_decay, learning_rate, betas, eps, device_type,
+                          groups)
 
     def num_params(self, exclude_embedding=True):
         n = sum(p.numel() for p in self.parameters())
@@ -421,7 +431,8 @@ class VLM(nn.Module):
     def vision_flops_per_image(self):
         """Forward FLOPs of the encoder for one image: 2 per weight per patch + attention's 4·L·W·P²."""
         P, W = self.num_patches, self.vision.cfg.width
-        n_weights = sum(p.numel() for n, p in self.vision.named_parameters() if p.dim() >= 2 and 'position' not in n)
+        n_weights = sum(p.numel() for n, p in self.vision.named_parameters()
+                        if p.dim() >= 2 and 'position' not in n)
         return 2 * n_weights * P + 4 * len(self.vision.encoder['layers']) * W * P * P
 
     def flops_per_step(self, num_tokens, num_images, T):
@@ -447,7 +458,6 @@ def build_model(model_args):
     """LM from LM args, or VLM from vlm_args(...): what a checkpoint's model_args rebuild."""
     if 'vision' not in model_args:
         return LM(LMConfig(**model_args))
-    from vision import SiglipConfig
     return VLM(LMConfig(**model_args['lm']), SiglipConfig(**model_args['vision']), model_args['projector'],
                model_args['feature_layer'], model_args['image_id'], model_args['freeze_vision'])
 

@@ -1,11 +1,13 @@
 """
-Raw sources -> token shards (and image shards), the tokenizers and special tokens, the chat
-template, and the shard readers. The on-disk formats are defined once, here, writer beside reader.
+Raw sources -> token shards and image shards (their formats and readers: shards.py).
 
-    python prepare_data.py text --input 'data/raw/*.jsonl.zst' --out data/text --tokenizer gpt2
-    python prepare_data.py captions --input 'data/laion/*.tar' --out data/captions --image_size 384
-    python prepare_data.py llava --input llava_v1_5_mix665k.json --images data/llava --out data/instruct
-    python prepare_data.py shapes --out data/shapes --seed 0     # the synthetic world, all three kinds
+    python prepare_data.py text --input='data/raw/*.jsonl.zst' --out=data/text --tokenizer=gpt2
+    python prepare_data.py captions --input='data/laion/*.tar' --out=data/captions --image_size=384
+    python prepare_data.py llava --input=llava_v1_5_mix665k.json --images=data/llava --out=data/instruct
+    python prepare_data.py shapes --out=data/shapes --seed=0     # the synthetic world, all three kinds
+
+Every command takes config files and --key=value (configurator.py); `python prepare_data.py text --help`
+lists a command's keys. --input is a comma-separated list of files, globs and folders.
 
 Text sources: .jsonl / .jsonl.zst / .jsonl.zstd (a `text` field per line; DCLM-baseline shards),
 .txt (one document per file), .parquet (a `text` column); globs and directories.
@@ -17,241 +19,74 @@ Image sources (captions): webdataset / img2dataset tars (KEY.jpg|jpeg|png|webp +
 LLaVA-Pretrain JSON (the gpt turn is the caption), a folder with captions.jsonl ({"image", "caption"}).
 Instruction data (llava): LLaVA v1.5 JSON, with text-only conversations kept as such. Output: per shard
 and split, .npy arrays (images preprocessed to uint8 at the encoder's size, tokens, offsets, loss
-mask, image index) and a JSON written last; ImageShards reads them back with memory maps. One shard
-per input tar, or per --shard_size JSON entries; the same inputs give byte-identical shards.
+mask, image index) and a JSON written last; shards.ImageShards reads them back with memory maps. One
+shard per input tar, or per --shard_size JSON entries; the same inputs give byte-identical shards.
 """
-import argparse
-import bisect
 import glob
-import hashlib
-import io
 import json
 import os
 import posixpath
-import struct
-import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import zlib
 from multiprocessing import Pool
 
 import numpy as np
-import tiktoken
 from tqdm import tqdm
 
+import configurator
 import shapes
 import vision
+from shards import (ARRAYS, IMAGE_KINDS, SHARD_VERSION, SPLITS, atomic_write_bytes, npy_header,
+                    read_manifest, save_npy, sha256_file, token_dtype, write_token_shard)
+from tokenizer import TOKENIZERS, chat_tokens, encode, get_tokenizer
 
 # -----------------------------------------------------------------------------
-# Tokenizers and special tokens (the contracts)
+# The commands and their settings (0 workers: one per CPU core)
 
-# GPT-2 has only <|endoftext|>: it is also BOS and document separator. <|image|> takes the first
-# padded id, so its embedding row exists but is never used (the VLM puts patches there).
-# 'shapes' (the CPU study): the 256 bytes, then one token per word of the shapes world, so a tiny model
-# reads a question in ~8 tokens instead of ~35 and answers in one; other text falls back to bytes.
-SHAPES_WORDS = len(shapes.vocabulary())
-TOKENIZERS = {
-    'gpt2': dict(eot_id=50256, image_id=50257, vocab_size=50304),
-    'bytes': dict(eot_id=256, image_id=257, vocab_size=320),
-    'shapes': dict(eot_id=256 + SHAPES_WORDS, image_id=257 + SHAPES_WORDS, vocab_size=(258 + SHAPES_WORDS + 63) // 64 * 64),
-}
-# tiktoken's r50k regex, the pre-tokenizer of GPT-2
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-# The GPT-2 ranks as tiktoken writes them (identical to its r50k_base file); the openai-whisper
-# source distribution on the package index ships this file as whisper/assets/gpt2.tiktoken.
-GPT2_RANKS_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
-GPT2_RANKS_PACKAGE = 'openai-whisper==20250625'
-GPT2_RANKS_MEMBER = 'whisper/assets/gpt2.tiktoken'
-
-
-def cache_dir():
-    root = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
-    return os.path.join(root, 'vlm-pretrain')
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def fetch_gpt2_ranks(dest):
-    """Obtain the GPT-2 ranks from the openai-whisper sdist on the package index (pip download)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', '--no-binary', ':all:',
-               '--dest', tmp, GPT2_RANKS_PACKAGE]
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        archives = glob.glob(os.path.join(tmp, '*.tar.gz'))
-        if result.returncode != 0 or not archives:
-            raise RuntimeError(f"could not download {GPT2_RANKS_PACKAGE} to get the GPT-2 ranks "
-                               f"({result.stderr.strip()[-300:]}); download a gpt2.tiktoken / r50k_base.tiktoken "
-                               f"file yourself and point GPT2_TIKTOKEN at it")
-        with tarfile.open(archives[0]) as tar:
-            member = next((m for m in tar.getmembers() if m.name.endswith(GPT2_RANKS_MEMBER)), None)
-            if member is None:
-                raise RuntimeError(f"{archives[0]} has no {GPT2_RANKS_MEMBER}")
-            data = tar.extractfile(member).read()
-    if hashlib.sha256(data).hexdigest() != GPT2_RANKS_SHA256:
-        raise RuntimeError(f"{GPT2_RANKS_MEMBER} from {GPT2_RANKS_PACKAGE} has an unexpected sha256")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    atomic_write_bytes(dest, data)
-
-
-def gpt2_ranks_path():
-    """A verified GPT-2 ranks file: $GPT2_TIKTOKEN, else the cache, else fetched into the cache."""
-    path = os.environ.get('GPT2_TIKTOKEN')
-    if path:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"GPT2_TIKTOKEN points to a missing file: {path}")
-    else:
-        path = os.path.join(cache_dir(), 'gpt2.tiktoken')
-        if not os.path.isfile(path):
-            fetch_gpt2_ranks(path)
-    if sha256_file(path) != GPT2_RANKS_SHA256:
-        raise ValueError(f"{path} is not the GPT-2 ranks file (sha256 mismatch)")
-    return path
-
-
-def load_ranks(path):
-    import base64
-    with open(path, 'rb') as f:
-        return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in f if line.strip())}
-
-
-_tokenizer_cache = {}
-
-
-def get_tokenizer(name):
-    """A tiktoken Encoding with the special tokens of the contracts: 'gpt2' (exact GPT-2 ids), 'bytes' or
-    'shapes' (bytes + the shapes world's words)."""
-    if name not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
-    if name in _tokenizer_cache:
-        return _tokenizer_cache[name]
-    ids = TOKENIZERS[name]
-    specials = {'<|endoftext|>': ids['eot_id'], '<|image|>': ids['image_id']}
-    if name == 'gpt2':
-        ranks = load_ranks(gpt2_ranks_path())
-    else:
-        ranks = {bytes([i]): i for i in range(256)}
-        if name == 'shapes':  # tiktoken looks a whole piece up before merging, so no merge rules are needed
-            ranks.update({word.encode(): 256 + i for i, word in enumerate(shapes.vocabulary())})
-    enc = tiktoken.Encoding(name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
-    _tokenizer_cache[name] = enc
-    return enc
-
-
-def encode(enc, text):
-    """Ordinary text -> ids; special-token strings inside the text are encoded as plain text."""
-    return enc.encode_ordinary(text)
-
-
-# -----------------------------------------------------------------------------
-# The chat template (finetune data, eval prompts, sample.py)
-
-def chat_tokens(enc, turns, n_image=0):
-    """
-    turns: [(role, text)] with role 'user' or 'assistant', alternating from 'user'.
-    Returns (tokens, loss_mask): <|endoftext|> + n_image x <|image|> + "User: q\\nAssistant: a<|endoftext|>"
-    per turn; the mask is 1 on the answers and their <|endoftext|> only. When the last turn is the
-    user's, the tokens end with "Assistant:" — the prompt to generate from.
-    """
-    ids = TOKENIZERS[enc.name]
-    tokens = [ids['eot_id']] + [ids['image_id']] * n_image
-    mask = [0] * len(tokens)
-    for i, (role, text) in enumerate(turns):
-        if role == 'user':
-            prefix = '' if i == 0 else '\n'
-            part = encode(enc, f"{prefix}User: {text.strip()}\nAssistant:")
-            tokens += part
-            mask += [0] * len(part)
-        elif role == 'assistant':
-            part = encode(enc, ' ' + text.strip()) + [ids['eot_id']]
-            tokens += part
-            mask += [1] * len(part)
-        else:
-            raise ValueError(f"chat turn role must be 'user' or 'assistant', got {role!r}")
-    return tokens, mask
-
-
-# -----------------------------------------------------------------------------
-# Token shards: a 64-byte header (magic, version, dtype code, token count) + the tokens
-
-SHARD_MAGIC = b'VLMTOKS\0'
-SHARD_VERSION = 1
-HEADER_BYTES = 64
-DTYPES = {2: np.uint16, 4: np.uint32}
-
-
-def token_dtype(vocab_size):
-    return np.uint16 if vocab_size <= 2 ** 16 else np.uint32
-
-
-def write_token_shard(path, tokens):
-    tokens = np.asarray(tokens)
-    header = struct.pack('<8sIIQ', SHARD_MAGIC, SHARD_VERSION, tokens.dtype.itemsize, tokens.size)
-    atomic_write_bytes(path, header.ljust(HEADER_BYTES, b'\0') + tokens.tobytes())
-
-
-def read_token_shard(path):
-    """Memory-map a token shard after checking its header and size."""
-    size = os.path.getsize(path)
-    if size < HEADER_BYTES:
-        raise ValueError(f"{path}: truncated token shard ({size} bytes, smaller than the header)")
-    with open(path, 'rb') as f:
-        magic, version, itemsize, count = struct.unpack('<8sIIQ', f.read(24))
-    if magic != SHARD_MAGIC:
-        raise ValueError(f"{path}: not a token shard (bad magic {magic!r})")
-    if version != SHARD_VERSION or itemsize not in DTYPES:
-        raise ValueError(f"{path}: unsupported shard version {version} / item size {itemsize}")
-    expected = HEADER_BYTES + count * itemsize
-    if size != expected:
-        raise ValueError(f"{path}: truncated or corrupt token shard: header says {count} tokens "
-                         f"({expected} bytes), file has {size} bytes")
-    return np.memmap(path, dtype=DTYPES[itemsize], mode='r', offset=HEADER_BYTES, shape=(count,))
-
-
-def read_manifest(folder, kind=None):
-    path = os.path.join(folder, 'manifest.json')
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{folder}: no manifest.json (prepare the data with prepare_data.py first)")
-    with open(path) as f:
-        manifest = json.load(f)
-    if kind is not None and manifest.get('kind') != kind:
-        raise ValueError(f"{path}: expected kind '{kind}' data, found '{manifest.get('kind')}'")
-    return manifest
-
-
-def load_text_split(folder, split):
-    """The shards of one split of a text data folder, as a list of memmaps, checked against the manifest."""
-    manifest = read_manifest(folder, kind='text')
-    shards = []
-    for entry in manifest['shards'][split]:
-        path = os.path.join(folder, entry['name'])
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{folder}: shard {entry['name']} listed in manifest.json is missing")
-        tokens = read_token_shard(path)
-        if tokens.size != entry['num_tokens']:
-            raise ValueError(f"{path}: {tokens.size} tokens, manifest.json says {entry['num_tokens']}")
-        if tokens.size:
-            shards.append(tokens)
-    if not shards:
-        raise ValueError(f"{folder}: the '{split}' split holds no tokens")
-    return manifest, shards
-
+TEXT = dict(
+    input='',             # text files, globs or folders, comma-separated
+    out='',               # the output folder
+    tokenizer='gpt2',     # gpt2, bytes or shapes (tokenizer.py)
+    val_fraction=0.005,   # documents in the val split, chosen by content
+    workers=0,            # tokenizing processes
+    group_mb=64.0,        # input megabytes per train/val shard pair
+)
+CAPTIONS = dict(
+    input='',             # tars (files, globs, folders), folders with captions.jsonl, LLaVA-Pretrain .json
+    images='',            # root of the image paths in a .json (default: its folder)
+    out='',               # the output folder
+    image_size=384,       # the encoder's input size in pixels
+    image_positions=0,    # the encoder's patch count; 0: from the image size (IMAGE_POSITIONS)
+    tokenizer='gpt2',     # gpt2, bytes or shapes (tokenizer.py)
+    max_tokens=1024,      # longest sample, image positions included
+    val_fraction=0.005,   # samples in the val split, chosen by source id
+    workers=0,            # preparing processes
+    shard_size=5000,      # JSON entries per shard (a tar is one shard)
+)
+LLAVA = dict(CAPTIONS, input='')  # as captions; input: LLaVA .json files (llava_v1_5_mix665k.json)
+SHAPES = dict(
+    out='data/shapes',    # the output folder: raw/ (the world), captions/, instruct/, text/
+    seed=0,               # the world's seed
+    tokenizer='shapes',   # gpt2, bytes or shapes (tokenizer.py)
+    image_size=48,        # the images' size in pixels, the encoder's input size
+    image_positions=0,    # the encoder's patch count; 0: from the image size (IMAGE_POSITIONS)
+    max_tokens=1024,      # longest image sample, image positions included
+    val_fraction=0.005,   # image samples in the val split, chosen by source id
+    workers=0,            # preparing processes
+    # the world's sizes; None: shapes.py's own (shapes.N_CAPTION, ...)
+    n_caption=None,       # caption images
+    n_instruct=None,      # instruction-tuning images
+    n_instruct_text=None,  # text-only instruction conversations
+    n_val=None,           # VQA val images
+    val_questions_per_image=None,  # VQA val questions per image
+    text_mb=None,         # text corpus size in MB
+    val_text_mb=None,     # held-out text in MB (shapes.py: 5 % of text_mb, at least 0.02)
+    n_mc=None,            # multiple-choice text questions
+)
+SHAPES_SIZES = ('n_caption', 'n_instruct', 'n_instruct_text', 'n_val', 'val_questions_per_image', 'text_mb',
+                'val_text_mb', 'n_mc')
 
 # -----------------------------------------------------------------------------
 # Text sources: each reader yields document strings and counts what it had to skip
@@ -384,7 +219,9 @@ def prepare_text_group(job):
     if os.path.isfile(part_path):
         with open(part_path) as f:
             part = json.load(f)
-        if part['files'] == files and part.get('val_files', []) == val_files and all(os.path.isfile(os.path.join(out_dir, s['name'])) for s in part['shards'].values()):
+        same_job = part['files'] == files and part.get('val_files', []) == val_files
+        names = [s['name'] for s in part['shards'].values()]
+        if same_job and all(os.path.isfile(os.path.join(out_dir, name)) for name in names):
             part['skipped_existing'] = True
             return part
     enc = get_tokenizer(tokenizer)
@@ -408,13 +245,15 @@ def prepare_text_group(job):
         tokens = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
         name = f'{split}_{index:06d}.bin'
         write_token_shard(os.path.join(out_dir, name), tokens)
-        shards[split] = dict(name=name, num_tokens=int(tokens.size), sha256=sha256_file(os.path.join(out_dir, name)))
+        shards[split] = dict(name=name, num_tokens=int(tokens.size),
+                             sha256=sha256_file(os.path.join(out_dir, name)))
     part = dict(files=files, val_files=val_files, shards=shards, documents=documents, per_file=per_file)
     atomic_write_bytes(part_path, json.dumps(part, indent=1).encode())
     return part
 
 
-def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=None, group_mb=64, val_inputs=()):
+def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=None, group_mb=64,
+                 val_inputs=()):
     """val_inputs: files whose documents all go to the val split (a held-out set of its own)."""
     val_files = expand_inputs(val_inputs) if val_inputs else []
     if val_inputs and not val_files:
@@ -425,11 +264,13 @@ def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=
     os.makedirs(out_dir, exist_ok=True)
     get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
     groups = group_files(files, group_mb * 2 ** 20)
-    jobs = [(i, g, out_dir, tokenizer, val_fraction, [f for f in g if f in val_files]) for i, g in enumerate(groups)]
+    jobs = [(i, g, out_dir, tokenizer, val_fraction, [f for f in g if f in val_files])
+            for i, g in enumerate(groups)]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
     t0 = time.time()
     parts, new_tokens = [], 0
-    with tqdm(total=sum(os.path.getsize(f) for f in files), unit='B', unit_scale=True, desc='tokenizing') as bar:
+    total_bytes = sum(os.path.getsize(f) for f in files)
+    with tqdm(total=total_bytes, unit='B', unit_scale=True, desc='tokenizing') as bar:
         pool = Pool(workers) if workers > 1 else None
         results = pool.imap(prepare_text_group, jobs) if pool else map(prepare_text_group, jobs)
         for part in results:
@@ -468,29 +309,20 @@ def write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed):
         raise SystemExit("no usable documents found:\n" + "\n".join(problems))
     atomic_write_bytes(os.path.join(out_dir, 'manifest.json'), json.dumps(manifest, indent=1).encode())
     total = sum(manifest['num_tokens'].values())
-    print(f"{out_dir}: {total:,} tokens ({manifest['num_tokens']['train']:,} train, {manifest['num_tokens']['val']:,} val) "
+    train, val = manifest['num_tokens']['train'], manifest['num_tokens']['val']
+    print(f"{out_dir}: {total:,} tokens ({train:,} train, {val:,} val) "
           f"from {sum(num_docs.values()):,} documents in {len(parts)} shard pairs")
     if new_tokens:
-        print(f"tokenized {new_tokens:,} tokens in {elapsed:.1f}s: {new_tokens / max(elapsed, 1e-9):,.0f} tokens/s")
+        print(f"tokenized {new_tokens:,} tokens in {elapsed:.1f}s: "
+              f"{new_tokens / max(elapsed, 1e-9):,.0f} tokens/s")
     if problems:
         print(f"skipped: " + ", ".join(f"{n} {r}" for r, n in skipped.items() if n))
         print("\n".join(problems))
     return manifest
 
-
 # -----------------------------------------------------------------------------
-# Image shards: per shard index and split, .npy arrays that the loader memory-maps (no image decoding
-# at training time), and a small JSON written last, which marks the shard finished:
-#   {split}_{k:06d}.images.npy       (M, S, S, 3) uint8, preprocessed at the encoder's input size
-#   {split}_{k:06d}.tokens.npy       (T,) uint16 (uint32 for vocabularies over 65536), samples back to back
-#   {split}_{k:06d}.offsets.npy      (N+1,) int64: sample i is tokens[offsets[i]:offsets[i+1]]
-#   {split}_{k:06d}.mask.npy         (T,) uint8: 1 where the token is trained on
-#   {split}_{k:06d}.image_index.npy  (N,) int32: the sample's row in images, -1 for a text-only sample
-#   {split}_{k:06d}.json             source ids, counts, sha256 of the arrays, what was skipped
+# Image samples: what a source may hold, and what is dropped or shortened (the shards' layout: shards.py)
 
-IMAGE_KINDS = ('captions', 'instruct')
-SPLITS = ('train', 'val')
-ARRAYS = ('images', 'tokens', 'offsets', 'mask', 'image_index')
 IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp')
 # image positions = the encoder's patch count at its input size (384 -> 729, 224 -> 196, 48 -> 9)
 IMAGE_POSITIONS = {cfg.image_size: cfg.num_patches for cfg in vision.PRESETS.values()}
@@ -499,7 +331,8 @@ IMAGE_SKIPS = ('missing_image', 'bad_image', 'unsupported_extension', 'missing_c
                'bad_entry', 'bad_json', 'bad_utf8', 'bad_conversation', 'no_answer', 'question_too_long',
                'truncated_tar')
 # samples kept, but shortened to fit max_tokens (or, for a last question without an answer, dropped)
-IMAGE_CUTS = ('caption_truncated', 'conversation_cut', 'conversation_truncated', 'unanswered_question_dropped')
+IMAGE_CUTS = ('caption_truncated', 'conversation_cut', 'conversation_truncated',
+              'unanswered_question_dropped')
 MAX_ERRORS = 20  # example messages kept per shard
 
 
@@ -529,8 +362,9 @@ def tar_samples(path, stats):
         source = f"{name}/{key}"
         image = next((members[ext] for ext in IMAGE_EXTENSIONS if ext in members), None)
         if image is None:
+            unread = f" ({', '.join(unsupported)} is not read)" if unsupported else ''
             note(stats, 'unsupported_extension' if unsupported else 'missing_image',
-                 f"{path}: {key}: no image member" + (f" ({', '.join(unsupported)} is not read)" if unsupported else ''))
+                 f"{path}: {key}: no image member{unread}")
             return
         if 'txt' not in members:
             note(stats, 'missing_caption', f"{path}: {key}: no .txt caption member")
@@ -568,13 +402,15 @@ def tar_samples(path, stats):
 
 
 def pretrain_samples(entries, root, stats, where):
-    """LLaVA-Pretrain (blip_laion_cc_sbu_558k.json): the caption is the gpt turn; the human prompt is dropped."""
+    """LLaVA-Pretrain (blip_laion_cc_sbu_558k.json): the caption is the gpt turn; the human prompt is
+    dropped."""
     for n, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get('image'), str):
             note(stats, 'bad_entry', f"{where(n)}: no 'image' path")
             continue
         turns = entry.get('conversations') if isinstance(entry.get('conversations'), list) else []
-        caption = next((t.get('value') for t in turns if isinstance(t, dict) and t.get('from') == 'gpt'), None)
+        caption = next((t.get('value') for t in turns if isinstance(t, dict) and t.get('from') == 'gpt'),
+                       None)
         source = str(entry.get('id', entry['image']))
         if not isinstance(caption, str):
             note(stats, 'missing_caption', f"{where(n)} ({source}): no gpt turn with the caption")
@@ -630,7 +466,8 @@ def llava_samples(entries, root, stats, where):
         source = str(entry.get('id', image or where(n)))
         turns = llava_turns(entry.get('conversations'))
         if turns is None:
-            note(stats, 'bad_conversation', f"{where(n)} ({source}): conversations must alternate human and gpt turns")
+            note(stats, 'bad_conversation',
+                 f"{where(n)} ({source}): conversations must alternate human and gpt turns")
             continue
         yield source, os.path.join(root, image) if image else None, turns
 
@@ -662,7 +499,8 @@ def caption_sample(enc, caption, n_image, max_tokens, stats):
 
 
 def conversation_sample(enc, turns, n_image, max_tokens, stats):
-    """chat_tokens of the turns, cut to max_tokens after a whole answer where possible; None without an answer."""
+    """chat_tokens of the turns, cut to max_tokens after a whole answer where possible; None without an
+    answer."""
     eot = TOKENIZERS[enc.name]['eot_id']
     if turns and turns[-1][0] == 'user':
         turns = turns[:-1]
@@ -693,22 +531,6 @@ def conversation_sample(enc, turns, n_image, max_tokens, stats):
 
 def shard_name(split, index):
     return f'{split}_{index:06d}'
-
-
-def npy_header(dtype, shape):
-    """The .npy header np.save writes; numpy pads it so that the first dimension can grow to 21
-    digits, so its length does not depend on the count."""
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {'descr': np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                               'fortran_order': False, 'shape': tuple(shape)})
-    return buf.getvalue()
-
-
-def save_npy(path, array):
-    buf = io.BytesIO()
-    np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
-
 
 class ShardWriter:
     """The samples of one shard and split. Images go to disk as they come (a shard of 10k images at
@@ -754,7 +576,8 @@ class ShardWriter:
                     num_images=self.num_images,
                     files={f"{name}.{a}.npy": sha256_file(f"{self.path}.{a}.npy") for a in ARRAYS},
                     input=job_stats, sources=self.sources)
-        atomic_write_bytes(f"{self.path}.json", json.dumps(info, indent=1).encode())  # last: the shard is finished
+        # last: the shard is finished
+        atomic_write_bytes(f"{self.path}.json", json.dumps(info, indent=1).encode())
         return info
 
 
@@ -768,7 +591,8 @@ def prepare_image_shard(job):
     enc = get_tokenizer(job['tokenizer'])
     dtype = token_dtype(TOKENIZERS[job['tokenizer']]['vocab_size'])
     size, n_image, max_tokens = job['image_size'], job['image_positions'], job['max_tokens']
-    writers = {split: ShardWriter(job['out_dir'], shard_name(split, job['index']), size, dtype) for split in SPLITS}
+    writers = {split: ShardWriter(job['out_dir'], shard_name(split, job['index']), size, dtype)
+               for split in SPLITS}
     stats = dict(counts={reason: 0 for reason in IMAGE_SKIPS + IMAGE_CUTS}, errors=[])
     written = 0
     for source, image, text in read_image_source(job, stats):
@@ -793,7 +617,8 @@ def prepare_image_shard(job):
         written += 1
     counts = stats['counts']
     job_stats = dict(path=job['path'], samples=written, errors=stats['errors'],
-                     skipped={r: counts[r] for r in IMAGE_SKIPS}, shortened={r: counts[r] for r in IMAGE_CUTS})
+                     skipped={r: counts[r] for r in IMAGE_SKIPS},
+                     shortened={r: counts[r] for r in IMAGE_CUTS})
     return [writers[split].finish(job_identity(job), job_stats) for split in SPLITS]
 
 
@@ -808,7 +633,8 @@ def finished_image_shard(out_dir, job):
         except (OSError, ValueError):
             return None
         files = info.get('files') if isinstance(info, dict) else None
-        if not files or info.get('job') != job_identity(job) or not all(os.path.isfile(os.path.join(out_dir, n)) for n in files):
+        complete = files and all(os.path.isfile(os.path.join(out_dir, n)) for n in files)
+        if not complete or info.get('job') != job_identity(job):
             return None
         infos.append(info)
     return infos
@@ -825,7 +651,8 @@ def image_sources(kind, inputs, images_root=None):
     for pattern in inputs:
         if os.path.isdir(pattern):
             jsonl = os.path.join(pattern, 'captions.jsonl')
-            paths = [jsonl] if os.path.isfile(jsonl) else glob.glob(os.path.join(pattern, '**', '*.tar'), recursive=True)
+            tars = os.path.join(pattern, '**', '*.tar')
+            paths = [jsonl] if os.path.isfile(jsonl) else glob.glob(tars, recursive=True)
             if not paths:
                 raise SystemExit(f"{pattern}: a folder without captions.jsonl or .tar files")
         else:
@@ -846,7 +673,12 @@ def image_sources(kind, inputs, images_root=None):
                 expected = ('a LLaVA .json' if kind == 'instruct' else
                             '.tar, a folder with captions.jsonl, or a LLaVA-Pretrain .json')
                 raise SystemExit(f"{path}: not a {kind} source (expected {expected})")
-            root = None if reader == 'tar' else os.path.dirname(path) if reader == 'folder' else images_root or os.path.dirname(path)
+            if reader == 'tar':
+                root = None
+            elif reader == 'folder':
+                root = os.path.dirname(path)
+            else:
+                root = images_root or os.path.dirname(path)
             found.add((reader, path, root))
     return sorted(found)
 
@@ -884,12 +716,14 @@ def image_jobs(kind, sources, out_dir, shard_size, **settings):
 
 def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_size=384, image_positions=None,
                    max_tokens=1024, val_fraction=0.005, workers=None, shard_size=5000):
-    """kind 'captions' (image-caption pairs) or 'instruct' (LLaVA conversations) -> image shards in out_dir."""
+    """kind 'captions' (image-caption pairs) or 'instruct' (LLaVA conversations) -> image shards in
+    out_dir."""
     if kind not in IMAGE_KINDS:
         raise ValueError(f"kind must be one of {IMAGE_KINDS}, got {kind!r}")
     image_positions = image_positions or default_image_positions(image_size)
     if max_tokens < image_positions + 3:
-        raise ValueError(f"max_tokens {max_tokens} leaves no room for text after {image_positions} image positions")
+        raise ValueError(f"max_tokens {max_tokens} leaves no room for text after {image_positions} "
+                         f"image positions")
     get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
     sources = image_sources(kind, inputs, images)
     os.makedirs(out_dir, exist_ok=True)
@@ -910,24 +744,28 @@ def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_s
         workers = min(workers or os.cpu_count() or 1, len(pending))
         with tqdm(total=total, unit='samples', desc=f'preparing {kind}') as bar:
             pool = Pool(workers) if workers > 1 else None
-            done = pool.imap_unordered(prepare_image_shard, pending) if pool else map(prepare_image_shard, pending)
+            done = (pool.imap_unordered(prepare_image_shard, pending) if pool else
+                    map(prepare_image_shard, pending))
             for infos in done:
                 results[infos[0]['job']['index']] = infos
                 new_images += sum(info['num_images'] for info in infos)
                 stats = infos[0]['input']
-                bar.update(stats['samples'] + sum(stats['skipped'].values()) - stats['skipped']['truncated_tar'])
+                read = stats['samples'] + sum(stats['skipped'].values())
+                bar.update(read - stats['skipped']['truncated_tar'])
             if pool:
                 pool.close()
                 pool.join()
     elapsed = time.time() - t0
-    manifest = write_image_manifest(out_dir, kind, [results[i] for i in sorted(results)], tokenizer, image_size,
-                                    image_positions, max_tokens, val_fraction)
+    manifest = write_image_manifest(out_dir, kind, [results[i] for i in sorted(results)], tokenizer,
+                                    image_size, image_positions, max_tokens, val_fraction)
     if new_images:
-        print(f"prepared {new_images:,} images in {elapsed:.1f}s: {new_images / max(elapsed, 1e-9):,.1f} images/s")
+        print(f"prepared {new_images:,} images in {elapsed:.1f}s: "
+              f"{new_images / max(elapsed, 1e-9):,.1f} images/s")
     return manifest
 
 
-def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_positions, max_tokens, val_fraction):
+def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_positions, max_tokens,
+                         val_fraction):
     ids = TOKENIZERS[tokenizer]
     keys = ('name', 'num_samples', 'num_tokens', 'num_images', 'files')
     shards = {split: [{k: infos[n][k] for k in keys} for infos in results] for n, split in enumerate(SPLITS)}
@@ -945,7 +783,8 @@ def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_po
     manifest = dict(
         kind=kind, format_version=SHARD_VERSION, tokenizer=tokenizer, vocab_size=ids['vocab_size'],
         eot_id=ids['eot_id'], image_id=ids['image_id'], dtype=np.dtype(token_dtype(ids['vocab_size'])).name,
-        image_size=image_size, image_positions=image_positions, max_tokens=max_tokens, val_fraction=val_fraction,
+        image_size=image_size, image_positions=image_positions, max_tokens=max_tokens,
+        val_fraction=val_fraction,
         num_samples={s: sum(e['num_samples'] for e in shards[s]) for s in SPLITS},
         num_tokens={s: sum(e['num_tokens'] for e in shards[s]) for s in SPLITS},
         num_images={s: sum(e['num_images'] for e in shards[s]) for s in SPLITS},
@@ -962,114 +801,16 @@ def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_po
     atomic_write_bytes(os.path.join(out_dir, 'manifest.json'), json.dumps(manifest, indent=1).encode())
     n, t = manifest['num_samples'], manifest['num_tokens']
     print(f"{out_dir}: {total:,} {kind} samples ({n['train']:,} train, {n['val']:,} val), "
-          f"{sum(manifest['num_images'].values()):,} images, {sum(t.values()):,} tokens in {len(results)} shards")
+          f"{sum(manifest['num_images'].values()):,} images, {sum(t.values()):,} tokens "
+          f"in {len(results)} shards")
     if report:
         print("skipped: " + (", ".join(f"{n} {r}" for r, n in skipped.items() if n) or "none") +
               "; shortened: " + (", ".join(f"{n} {r}" for r, n in shortened.items() if n) or "none"))
         print("\n".join(report))
     return manifest
 
-
-# -----------------------------------------------------------------------------
-# Reading image shards: everything checked when the folder opens, then random access from memory maps
-
-def open_npy(path, dtype, shape_tail):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: shard file listed in manifest.json is missing")
-    try:
-        array = np.load(path, mmap_mode='r')
-    except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: truncated or not a .npy file ({e})") from None
-    if array.dtype != dtype or array.shape[1:] != tuple(shape_tail) or array.ndim != 1 + len(shape_tail):
-        expected = str(('N',) + tuple(shape_tail)).replace("'", '')
-        raise ValueError(f"{path}: expected a {np.dtype(dtype).name} {expected} array, "
-                         f"found {array.dtype.name} {array.shape}")
-    if os.path.getsize(path) != array.offset + array.nbytes:
-        raise ValueError(f"{path}: {os.path.getsize(path)} bytes, its header says {array.offset + array.nbytes}")
-    return array
-
-
-def open_image_shard(folder, entry, manifest):
-    """The arrays of one shard, checked against each other, its JSON and the manifest."""
-    path = os.path.join(folder, entry['name'])
-    S, dtype = manifest['image_size'], np.dtype(manifest['dtype'])
-    images = open_npy(f"{path}.images.npy", np.uint8, (S, S, 3))
-    tokens = open_npy(f"{path}.tokens.npy", dtype, ())
-    offsets = np.array(open_npy(f"{path}.offsets.npy", np.int64, ()))  # small: kept in memory
-    mask = open_npy(f"{path}.mask.npy", np.uint8, ())
-    image_index = np.array(open_npy(f"{path}.image_index.npy", np.int32, ()))
-    try:
-        with open(f"{path}.json") as f:
-            sources = json.load(f)['sources']
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}.json: missing or unreadable, the shard was not finished ({e})") from None
-    n = entry['num_samples']
-    problem = None
-    if len(offsets) != n + 1:
-        problem = f"offsets.npy has {len(offsets)} entries for {n} samples (manifest.json), expected {n + 1}"
-    elif offsets[0] != 0 or offsets[-1] != len(tokens) or np.any(np.diff(offsets) < 0):
-        problem = f"offsets.npy (from {offsets[0]} to {offsets[-1]}) does not divide the {len(tokens)} tokens of tokens.npy"
-    elif len(tokens) != entry['num_tokens']:
-        problem = f"tokens.npy holds {len(tokens)} tokens, manifest.json says {entry['num_tokens']}"
-    elif len(mask) != len(tokens):
-        problem = f"mask.npy holds {len(mask)} values for {len(tokens)} tokens"
-    elif len(image_index) != n:
-        problem = f"image_index.npy holds {len(image_index)} entries for {n} samples"
-    elif len(images) != entry['num_images']:
-        problem = f"images.npy holds {len(images)} images, manifest.json says {entry['num_images']}"
-    elif np.any((image_index < -1) | (image_index >= len(images))):
-        problem = f"image_index.npy points outside the {len(images)} images of images.npy"
-    elif len(sources) != n:
-        problem = f"{entry['name']}.json lists {len(sources)} sources for {n} samples"
-    if problem:
-        raise ValueError(f"{path}: mismatched shard: {problem}")
-    return dict(images=images, tokens=tokens, offsets=offsets, mask=mask, image_index=image_index, sources=sources)
-
-
-class ImageShards:
-    """One split of a captions / instruct folder. shards[i] -> dict(tokens, loss_mask, image, source):
-    read-only views into the memory maps (copy before writing), image (S, S, 3) uint8 or None."""
-
-    def __init__(self, folder, split='train'):
-        self.manifest = manifest = read_manifest(folder)
-        if manifest.get('kind') not in IMAGE_KINDS:
-            raise ValueError(f"{folder}/manifest.json: expected image data ({' or '.join(IMAGE_KINDS)}), "
-                             f"found kind '{manifest.get('kind')}'")
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.shards = [open_image_shard(folder, entry, manifest) for entry in manifest['shards'][split]]
-        self.starts = [0]  # cumulative sample counts: shard k holds samples starts[k]..starts[k+1]-1
-        for shard in self.shards:
-            self.starts.append(self.starts[-1] + len(shard['image_index']))
-        if self.starts[-1] != manifest['num_samples'][split]:
-            raise ValueError(f"{folder}/manifest.json: says {manifest['num_samples'][split]} '{split}' samples, "
-                             f"its shards hold {self.starts[-1]}")
-
-    def __len__(self):
-        return self.starts[-1]
-
-    def __getitem__(self, i):
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"sample {i} out of range ({len(self)} samples)")
-        i %= len(self)
-        k = bisect.bisect_right(self.starts, i) - 1
-        shard, j = self.shards[k], i - self.starts[k]
-        a, b = shard['offsets'][j], shard['offsets'][j + 1]
-        row = shard['image_index'][j]
-        return dict(tokens=np.asarray(shard['tokens'][a:b]), loss_mask=np.asarray(shard['mask'][a:b]),
-                    image=np.asarray(shard['images'][row]) if row >= 0 else None, source=shard['sources'][j])
-
-    def lengths(self):
-        """Token count of every sample, in order (for the loader's packing)."""
-        return np.concatenate([np.diff(s['offsets']) for s in self.shards] + [np.zeros(0, dtype=np.int64)])
-
-
 # -----------------------------------------------------------------------------
 # The shapes world end to end: write it, then run the real pipeline on what it wrote
-
-SHAPES_SIZES = ('n_caption', 'n_instruct', 'n_instruct_text', 'n_val', 'val_questions_per_image', 'text_mb',
-                'val_text_mb', 'n_mc')
-
 
 def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_positions=None, max_tokens=1024,
                    val_fraction=0.005, workers=None, **sizes):
@@ -1088,11 +829,13 @@ def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_pos
         found = dict(seed=world['seed'], image_size=world['image_size'], **world['sizes'])
         differ = {k: (v, found.get(k)) for k, v in asked.items() if found.get(k) != v}
         if differ:
-            raise SystemExit(f"{raw} holds a world made with other settings ({', '.join(f'{k}={b} there, {a} asked' for k, (a, b) in differ.items())}); "
+            found = ', '.join(f'{k}={b} there, {a} asked' for k, (a, b) in differ.items())
+            raise SystemExit(f"{raw} holds a world made with other settings ({found}); "
                              f"remove {out_dir} or choose another --out")
         print(f"{raw}: world already written, kept")
     else:
-        world = shapes.write_world(raw, seed=seed, image_size=image_size, overwrite=True, verbose=True, **sizes)
+        world = shapes.write_world(raw, seed=seed, image_size=image_size, overwrite=True, verbose=True,
+                                   **sizes)
     settings = dict(tokenizer=tokenizer, image_size=image_size, image_positions=image_positions,
                     max_tokens=max_tokens, val_fraction=val_fraction, workers=workers)
     manifests = {}
@@ -1110,70 +853,57 @@ def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_pos
             manifests[step] = prepare_images('instruct', [os.path.join(raw, 'instruct', 'llava.json')], out,
                                              images=os.path.join(raw, 'instruct'), **settings)
         else:  # the world's held-out documents are the val split
-            manifests[step] = prepare_text([os.path.join(raw, 'text', 'corpus.jsonl')], out, tokenizer=tokenizer,
-                                           val_fraction=0.0, workers=workers,
+            manifests[step] = prepare_text([os.path.join(raw, 'text', 'corpus.jsonl')], out,
+                                           tokenizer=tokenizer, val_fraction=0.0, workers=workers,
                                            val_inputs=[os.path.join(raw, 'text', 'val.jsonl')])
     print(f"\nshapes world (seed {seed}) in {out_dir}:")
     for step, m in manifests.items():
         count = m.get('num_samples', m.get('num_documents'))
         print(f"  {step:<9} {count['train']:>7,} train {count['val']:>6,} val   "
               f"{sum(m['num_tokens'].values()):>11,} tokens   {os.path.join(out_dir, step)}")
-    print(f"  eval      {os.path.join(raw, 'vqa')} (VQAv2 layout), {os.path.join(raw, 'text_mc', 'arc_shapes.jsonl')}")
+    print(f"  eval      {os.path.join(raw, 'vqa')} (VQAv2 layout), "
+          f"{os.path.join(raw, 'text_mc', 'arc_shapes.jsonl')}")
     return manifests
 
 
 # -----------------------------------------------------------------------------
+# The command line
+
+def shapes_sizes(settings):
+    """The world's sizes given on the command line (their keys default to None, so unchecked there)."""
+    sizes = {k: settings[k] for k in SHAPES_SIZES if settings[k] is not None}
+    for key, value in sizes.items():
+        number = key.endswith('_mb')
+        if type(value) not in ((int, float) if number else (int,)):
+            sys.exit(f"config error: --{key} expects {'a number' if number else 'an integer'}, got {value!r}")
+    return sizes
+
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='command', required=True)
-    p = sub.add_parser('text', help='text sources -> token shards')
-    p.add_argument('--input', nargs='+', required=True, help='files, globs (quote them) or directories')
-    p.add_argument('--out', required=True)
-    p.add_argument('--tokenizer', default='gpt2', choices=sorted(TOKENIZERS))
-    p.add_argument('--val_fraction', type=float, default=0.005)
-    p.add_argument('--workers', type=int, default=None)
-    p.add_argument('--group_mb', type=float, default=64, help='input megabytes per shard pair')
-    for command, help in [('captions', 'image-caption sources -> image shards'),
-                          ('llava', 'LLaVA instruction conversations -> image shards')]:
-        p = sub.add_parser(command, help=help)
-        p.add_argument('--input', nargs='+', required=True,
-                       help='captions: .tar files / globs / folders of tars, a folder with captions.jsonl, a '
-                            'LLaVA-Pretrain .json; llava: the LLaVA .json')
-        p.add_argument('--images', default=None, help="root of the image paths in a .json (default: its folder)")
-        p.add_argument('--out', required=True)
-        p.add_argument('--image_size', type=int, default=384)
-        p.add_argument('--image_positions', type=int, default=None,
-                       help=f"the encoder's patch count (default by image size: {IMAGE_POSITIONS})")
-        p.add_argument('--tokenizer', default='gpt2', choices=sorted(TOKENIZERS))
-        p.add_argument('--max_tokens', type=int, default=1024, help='longest sample, image positions included')
-        p.add_argument('--val_fraction', type=float, default=0.005)
-        p.add_argument('--workers', type=int, default=None)
-        p.add_argument('--shard_size', type=int, default=5000, help='JSON entries per shard (a tar is one shard)')
-    p = sub.add_parser('shapes', help='write the synthetic shapes world and prepare all its data')
-    p.add_argument('--out', default='data/shapes')
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--tokenizer', default='shapes', choices=sorted(TOKENIZERS))
-    p.add_argument('--image_size', type=int, default=48)
-    p.add_argument('--image_positions', type=int, default=None)
-    p.add_argument('--max_tokens', type=int, default=1024)
-    p.add_argument('--val_fraction', type=float, default=0.005)
-    p.add_argument('--workers', type=int, default=None)
-    for size in SHAPES_SIZES:  # default: shapes.py's own
-        p.add_argument(f'--{size}', type=float if size.endswith('_mb') else int, default=None)
-    args = parser.parse_args(argv)
-    if args.command == 'text':
-        prepare_text(args.input, args.out, args.tokenizer, args.val_fraction, args.workers, args.group_mb)
-    elif args.command in ('captions', 'llava'):
-        prepare_images('captions' if args.command == 'captions' else 'instruct', args.input, args.out,
-                       images=args.images, tokenizer=args.tokenizer, image_size=args.image_size,
-                       image_positions=args.image_positions, max_tokens=args.max_tokens,
-                       val_fraction=args.val_fraction, workers=args.workers, shard_size=args.shard_size)
-    else:
-        prepare_shapes(args.out, seed=args.seed, tokenizer=args.tokenizer, image_size=args.image_size,
-                       image_positions=args.image_positions, max_tokens=args.max_tokens,
-                       val_fraction=args.val_fraction, workers=args.workers,
-                       **{size: getattr(args, size) for size in SHAPES_SIZES})
+    commands = dict(text=TEXT, captions=CAPTIONS, llava=LLAVA, shapes=SHAPES)
+    command, s = configurator.parse_command(commands, argv, script='prepare_data.py')
+    configurator.require(s, 'out', *(() if command == 'shapes' else ('input',)))
+    if s['tokenizer'] not in TOKENIZERS:
+        sys.exit(f"config error: --tokenizer must be one of {', '.join(TOKENIZERS)}, got {s['tokenizer']!r}")
+    inputs = [p.strip() for p in s.get('input', '').split(',') if p.strip()]
+    sizes = shapes_sizes(s) if command == 'shapes' else {}
+    try:
+        get_tokenizer(s['tokenizer'])  # GPT-2's ranks may have to be fetched first
+    except (OSError, RuntimeError, ValueError) as e:
+        sys.exit(f"error: tokenizer '{s['tokenizer']}': {e}")
+    settings = {k: s[k] for k in ('tokenizer', 'image_size', 'image_positions', 'max_tokens', 'val_fraction',
+                                  'workers') if k in s}
+    try:
+        if command == 'text':
+            return prepare_text(inputs, s['out'], s['tokenizer'], s['val_fraction'], s['workers'],
+                                s['group_mb'])
+        if command == 'shapes':
+            return prepare_shapes(s['out'], seed=s['seed'], **settings, **sizes)
+        kind = 'captions' if command == 'captions' else 'instruct'
+        return prepare_images(kind, inputs, s['out'], images=s['images'] or None, shard_size=s['shard_size'],
+                              **settings)
+    except (OSError, ValueError) as e:  # bad settings or input files (bad samples are skipped and counted)
+        sys.exit(f"error: {e}")
 
 
 if __name__ == '__main__':

@@ -1,14 +1,14 @@
 """
 The whole study on a CPU, on the synthetic shapes world, in one command:
 
-    python study.py            # the default: 4 arms x 2 seeds, about 18 minutes on 2 cores
-    python study.py --fast     # a smoke run: smaller world, fewer steps, 1 seed (a few minutes)
-    python study.py --budget 8 # 8x the steps and training data of every stage (on a GPU node, say)
+    python study.py             # the default: 4 arms x 2 seeds, about 18 minutes on 2 cores
+    python study.py --fast      # a smoke run: smaller world, fewer steps, 1 seed (a few minutes)
+    python study.py --budget=8  # 8x the steps and training data of every stage (on a GPU node, say)
 
 Steps (each a normal command a reader can rerun by hand; a step whose output exists is skipped, and a
 train.py run stopped midway resumes from its checkpoint):
   1. prepare_data.py shapes        the world: images, captions, conversations, VQA, text, text questions
-  2. vision.py pretrain            a tiny SigLIP tower, sigmoid loss, on the caption images, with
+  2. tower.py                      a tiny SigLIP tower, sigmoid loss, on the caption images, with
                                    hard negatives: each caption also with one shape name swapped
   3. train.py config/tiny_text.py  a tiny LM on the text corpus, milestones at 0/20/.../100 %
      (2 and 3 run side by side, one CPU thread each, as the runs of step 4 do)
@@ -21,8 +21,8 @@ train.py run stopped midway resumes from its checkpoint):
      out/study/results.md with the table and the exact commands behind every row.
 Seeds vary the mixed and finetune stages; the world, the tower and the text LM are shared.
 Each command's output goes to out/study/logs/ (world.log, tower.log, text.log, one log per arm and seed).
+The default plan's train.py steps are config/tiny_*.py's max_iters; --fast and --budget give their own.
 """
-import argparse
 import json
 import os
 import shlex
@@ -32,19 +32,46 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-ARMS = {  # name -> mixed-stage overrides; the first is the default recipe
+import configurator
+import train  # its config keys: study.py reads config/tiny_*.py as train.py does
+from eval import load_results
+from plots import line_chart
+
+ARMS = {  # name -> mixed-stage overrides (config/arm_*.py's settings); the first is the default recipe
     'frozen_mlp2': dict(freeze_vision=True, projector='mlp2'),
     'unfrozen_mlp2': dict(freeze_vision=False, projector='mlp2'),
     'frozen_mlp1': dict(freeze_vision=True, projector='mlp1'),
-    'after_text_frozen_mlp2': dict(freeze_vision=True, projector='mlp2', start='ckpt_100.pt'),  # the paper's baseline
+    # the paper's baseline, from the end of the text stage, re-warmed by config/tiny_mixed.py's
+    # learning_rate and warmup_iters (config/start_100.py's 9 % warmup is for the 1B and 79M budgets)
+    'after_text_frozen_mlp2': dict(freeze_vision=True, projector='mlp2', start='ckpt_100.pt'),
+}
+DEFAULTS = {
+    'fast': False,  # a smoke run: a smaller world, fewer steps, one seed
+    'out': '',  # the output folder ('' = out/study, out/study_fast, out/study_xN, ...)
+    'data': '',  # the shapes world's folder ('' = data/shapes, data/shapes_fast, data/shapes_xN, ...)
+    'seeds': '',  # comma-separated seeds of the mixed and finetune stages ('' = the plan's)
+    'arms': ','.join(ARMS),  # comma-separated arms, of ARMS
+    'budget': 1,  # N times the steps of every training stage and the training data (not the test sets)
+    # runs side by side, one CPU thread each (tiny models use cores better as separate processes);
+    # 1 = one at a time with all threads
+    'jobs': 2,
 }
 # the tower: batches of 32 captions, each also met as a hard negative with one shape name swapped
 # (vision.swap_one_word); without those the tower learns color and position and stays blind to shape
-TOWER = ['--batch_size', '32', '--lr', '1e-3', '--swap_words', 'circle,square,triangle,star,cross']
+TOWER = ['--batch_size=32', '--lr=1e-3', '--swap_words=circle,square,triangle,star,cross']
+
+
+def config_steps(name):
+    """max_iters of config/<name>.py, read as train.py reads it: the default plan's steps live there alone."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config', f'{name}.py')
+    return configurator.apply_config(configurator.config_keys(vars(train)), [path])['max_iters']
+
+
 FAST = dict(world=dict(n_caption=2000, n_instruct=800, n_instruct_text=200, n_val=100, text_mb=0.5, n_mc=100),
             tower_steps=100, text_iters=120, mixed_iters=40, finetune_iters=80, eval_limit=100, seeds=[0])
-DEFAULT = dict(world=dict(), tower_steps=1600, text_iters=300, mixed_iters=90, finetune_iters=600, eval_limit=0,
-               seeds=[0, 1])
+DEFAULT = dict(world=dict(), tower_steps=1600, text_iters=config_steps('tiny_text'),
+               mixed_iters=config_steps('tiny_mixed'), finetune_iters=config_steps('tiny_finetune'),
+               eval_limit=0, seeds=[0, 1])
 STEPS = ('tower_steps', 'text_iters', 'mixed_iters', 'finetune_iters')
 
 
@@ -55,8 +82,10 @@ def with_budget(plan, budget):
     are, so the scores of any two budgets compare."""
     if budget == 1:
         return plan
-    from shapes import N_CAPTION, N_INSTRUCT, N_INSTRUCT_TEXT, TEXT_MB  # the world's own sizes, where the plan keeps them
-    training = dict(n_caption=N_CAPTION, n_instruct=N_INSTRUCT, n_instruct_text=N_INSTRUCT_TEXT, text_mb=TEXT_MB)
+    # the world's own sizes, where the plan keeps them
+    from shapes import N_CAPTION, N_INSTRUCT, N_INSTRUCT_TEXT, TEXT_MB
+    training = dict(n_caption=N_CAPTION, n_instruct=N_INSTRUCT, n_instruct_text=N_INSTRUCT_TEXT,
+                    text_mb=TEXT_MB)
     world = dict(plan['world'], **{k: type(v)(plan['world'].get(k, v) * budget) for k, v in training.items()})
     return dict(plan, world=world, **{k: plan[k] * budget for k in STEPS})
 
@@ -84,9 +113,10 @@ class Progress:
                   (f", about {eta / 60:.1f} min left)" if eta == eta else ")"), flush=True)
 
     def run(self, title, cmd, log, done_when=None, threads=None, complete=None):
-        """Run one step unless its output exists (or a step has failed); output to the log, progress to the console.
-        done_when: the file the step writes last; complete: a check that the file holds the finished work (a
-        train.py checkpoint is also written midway). A step that exits 0 without its output stops the study."""
+        """Run one step unless its output exists (or a step has failed); output to the log, progress to the
+        console. done_when: the file the step writes last; complete: a check that the file holds the finished
+        work (a train.py checkpoint is also written midway). A step that exits 0 without its output stops
+        the study."""
         if self.failed:
             return
         self.start(title)
@@ -99,7 +129,8 @@ class Progress:
             return
         with self.lock:
             print(f"  $ {shlex.join(cmd)}", flush=True)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if threads else None
+        env = None if not threads else dict(os.environ, OMP_NUM_THREADS=str(threads),
+                                            MKL_NUM_THREADS=str(threads))
         with open(log, 'a') as f:
             f.write(f"\n$ {shlex.join(cmd)}\n")
             f.flush()
@@ -119,7 +150,8 @@ class Progress:
 
 
 def side_by_side(jobs, workers, progress):
-    """Run the callables `workers` at a time, each in a thread (each starts subprocesses of one CPU thread)."""
+    """Run the callables `workers` at a time, each in a thread (each starts subprocesses of one CPU
+    thread)."""
     with ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(job) for job in jobs]
         try:
@@ -142,156 +174,170 @@ def read_log(path):
         return [json.loads(line) for line in f]
 
 
-def plot_losses(curves, path, title):
-    """curves: {name: [(step, loss)]} -> a line chart PNG, drawn with pillow."""
-    from PIL import Image, ImageDraw
-    W, H, pad = 900, 500, 60
-    img = Image.new('RGB', (W, H), 'white')
-    draw = ImageDraw.Draw(img)
-    points = [p for c in curves.values() for p in c]
-    if not points:
-        return
-    x_max = max(s for s, _ in points) or 1
-    y_min, y_max = min(l for _, l in points), max(l for _, l in points)
-    y_max = y_max if y_max > y_min else y_min + 1
-    sx = lambda s: pad + (W - 2 * pad) * s / x_max
-    sy = lambda l: H - pad - (H - 2 * pad) * (l - y_min) / (y_max - y_min)
-    draw.rectangle([pad, pad, W - pad, H - pad], outline='black')
-    draw.text((pad, 20), title, fill='black')
-    for i in range(5):
-        v = y_min + (y_max - y_min) * i / 4
-        draw.text((5, sy(v) - 6), f"{v:.2f}", fill='black')
-    draw.text((W - pad - 40, H - pad + 10), f"step {x_max}", fill='black')
-    palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#7f7f7f']
-    for i, (name, curve) in enumerate(sorted(curves.items())):
-        color = palette[i % len(palette)]
-        if len(curve) > 1:
-            draw.line([(sx(s), sy(l)) for s, l in curve], fill=color, width=2)
-        draw.text((W - pad - 230, pad + 10 + 14 * i), name, fill=color)
-    img.save(path)
+# -----------------------------------------------------------------------------
+# The study's steps, in the order they run. `s` is the settings, completed by resolve().
 
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--fast', action='store_true', help='a smoke run: small world, few steps, one seed')
-    parser.add_argument('--out', default=None, help='output folder (default out/study, or out/study_fast)')
-    parser.add_argument('--data', default=None, help='shapes world folder (default data/shapes, or data/shapes_fast)')
-    parser.add_argument('--seeds', default=None, help='comma-separated seeds of the mixed and finetune stages')
-    parser.add_argument('--arms', default=','.join(ARMS), help=f'comma-separated arms: {", ".join(ARMS)}')
-    parser.add_argument('--budget', type=int, default=1,
-                        help='N times the steps of every training stage and the training data (not the test sets); '
-                             'default folders out/study_xN, data/shapes_xN')
-    parser.add_argument('--jobs', type=int, default=2,
-                        help='runs side by side, one CPU thread each (tiny models use cores better as separate processes); '
-                             '1 = one at a time with all threads')
-    args = parser.parse_args()
-    if args.budget < 1:
-        sys.exit(f"--budget must be a whole number >= 1, got {args.budget}")
-    plan = with_budget(FAST if args.fast else DEFAULT, args.budget)
-    suffix = ('_fast' if args.fast else '') + (f'_x{args.budget}' if args.budget > 1 else '')
-    out = args.out or f'out/study{suffix}'
-    data = args.data or f'data/shapes{suffix}'
-    seeds = [int(s) for s in args.seeds.split(',')] if args.seeds else plan['seeds']
-    arms = args.arms.split(',')
-    threads = 1 if args.jobs > 1 else None
-    unknown = [a for a in arms if a not in ARMS]
+def resolve(settings):
+    """The settings with the plan, the folders, the seeds and arms as lists; exits on bad input."""
+    s = dict(settings)
+    if s['budget'] < 1:
+        sys.exit(f"config error: --budget must be a whole number >= 1, got {s['budget']}")
+    if s['jobs'] < 1:
+        sys.exit(f"config error: --jobs must be a whole number >= 1, got {s['jobs']}")
+    s['plan'] = with_budget(FAST if s['fast'] else DEFAULT, s['budget'])
+    suffix = ('_fast' if s['fast'] else '') + (f"_x{s['budget']}" if s['budget'] > 1 else '')
+    s['out'] = s['out'] or f'out/study{suffix}'
+    s['data'] = s['data'] or f'data/shapes{suffix}'
+    try:
+        s['seeds'] = [int(x) for x in s['seeds'].split(',')] if s['seeds'] else s['plan']['seeds']
+    except ValueError:
+        sys.exit(f"config error: --seeds takes comma-separated whole numbers, got {s['seeds']!r}")
+    s['arms'] = s['arms'].split(',')
+    unknown = [a for a in s['arms'] if a not in ARMS]
     if unknown:
-        sys.exit(f"unknown arms {unknown}; known: {list(ARMS)}")
-    os.makedirs(os.path.join(out, 'logs'), exist_ok=True)
-    log = os.path.join(out, 'logs', 'world.log')
-    py = sys.executable
-    shared = [f'--text_data={data}/text']
-    runs = [(arm, seed) for arm in arms for seed in seeds]
-    commands = {f'{arm}_seed{seed}': None for arm, seed in runs}  # row name -> the commands behind it, in table order
-    progress = Progress(3 + 3 * len(runs) + 1)
+        sys.exit(f"config error: unknown arms {unknown}; known: {list(ARMS)}")
+    s['runs'] = [(arm, seed) for arm in s['arms'] for seed in s['seeds']]
+    s['threads'] = 1 if s['jobs'] > 1 else None
+    s['py'] = sys.executable
+    return s
 
-    world = [py, 'prepare_data.py', 'shapes', '--out', data, '--seed', '0', '--max_tokens', '256'] + [
-        f'--{k}={v}' for k, v in plan['world'].items()]
-    progress.run('the shapes world', world, log)  # always run: it keeps what exists, and refuses data of another tokenizer
-    tower = [py, 'vision.py', 'pretrain', '--captions', f'{data}/captions', '--out', f'{out}/tower',
-             '--steps', str(plan['tower_steps'])] + TOWER
-    text = [py, 'train.py', 'config/tiny_text.py', f'--out_dir={out}/text', f'--max_iters={plan["text_iters"]}'] + shared
 
-    def train(title, cmd, run_dir, steps, log):
-        """A train.py step. Its ckpt.pt is also written at every evaluation and when the run is stopped: the
-        step is done when that checkpoint is at the last step, and a run stopped short resumes from it."""
-        try:
-            at = checkpoint_step(run_dir)
-        except ValueError as e:  # load_checkpoint names the file and the cause
-            return progress.fail(f"{e}; remove {run_dir} to run this step again")
-        if at is not None and at > steps:
-            return progress.fail(f"{run_dir}/ckpt.pt is at step {at}, past the {steps} steps asked: a run of another "
-                                 "plan; remove it or choose another --out")
-        if at is not None and at < steps:
-            cmd, title = cmd + ['--init_from=resume'], f'{title}, resumed at step {at}'
-        progress.run(title, cmd, log, done_when=f'{run_dir}/ckpt.pt', threads=threads,
-                     complete=lambda: checkpoint_step(run_dir) == steps)
+def world_command(s):
+    return [s['py'], 'prepare_data.py', 'shapes', f"--out={s['data']}", '--seed=0', '--max_tokens=256'] + [
+        f'--{k}={v}' for k, v in s['plan']['world'].items()]
 
-    # the tower and the text LM do not depend on each other: side by side, like the runs below
+
+def tower_command(s):
+    return [s['py'], 'tower.py', f"--captions={s['data']}/captions", f"--out={s['out']}/tower",
+            f"--steps={s['plan']['tower_steps']}"] + TOWER
+
+
+def text_command(s):
+    return [s['py'], 'train.py', 'config/tiny_text.py', f"--out_dir={s['out']}/text",
+            f"--max_iters={s['plan']['text_iters']}", f"--text_data={s['data']}/text"]
+
+
+def mixed_command(s, arm, seed):
+    settings = dict(ARMS[arm])
+    start = settings.pop('start', 'ckpt_080.pt')
+    out, data = s['out'], s['data']
+    return [s['py'], 'train.py', 'config/tiny_mixed.py', f'--out_dir={out}/mixed/{arm}_seed{seed}',
+            f'--init_from={out}/text/{start}', f'--vision_init={out}/tower',
+            f'--caption_data={data}/captions', f'--seed={seed}', f"--max_iters={s['plan']['mixed_iters']}",
+            f'--text_data={data}/text'] + [f'--{k}={v}' for k, v in settings.items()]
+
+
+def finetune_command(s, arm, seed):
+    out, data = s['out'], s['data']
+    return [s['py'], 'train.py', 'config/tiny_finetune.py', f'--out_dir={out}/{arm}_seed{seed}',
+            f'--init_from={out}/mixed/{arm}_seed{seed}/ckpt.pt', f'--instruct_data={data}/instruct',
+            f'--seed={seed}', f"--freeze_vision={ARMS[arm]['freeze_vision']}",
+            f"--max_iters={s['plan']['finetune_iters']}", f'--text_data={data}/text']
+
+
+def eval_command(s, arm, seed):
+    return [s['py'], 'eval.py', f"--ckpt={s['out']}/{arm}_seed{seed}/ckpt.pt", '--tasks=shapes_vqa,shapes_mc',
+            f"--shapes_root={s['data']}/raw", f"--limit={s['plan']['eval_limit']}"]
+
+
+def train_step(s, progress, title, cmd, run_dir, steps, log):
+    """A train.py step. Its ckpt.pt is also written at every evaluation and when the run is stopped: the
+    step is done when that checkpoint is at the last step, and a run stopped short resumes from it."""
+    try:
+        at = checkpoint_step(run_dir)
+    except ValueError as e:  # load_checkpoint names the file and the cause
+        return progress.fail(f"{e}; remove {run_dir} to run this step again")
+    if at is not None and at > steps:
+        return progress.fail(f"{run_dir}/ckpt.pt is at step {at}, past the {steps} steps asked: a run of "
+                             "another plan; remove it or choose another --out")
+    if at is not None and at < steps:
+        cmd, title = cmd + ['--init_from=resume'], f'{title}, resumed at step {at}'
+    progress.run(title, cmd, log, done_when=f'{run_dir}/ckpt.pt', threads=s['threads'],
+                 complete=lambda: checkpoint_step(run_dir) == steps)
+
+
+def shared_steps(s, progress):
+    """The world, then the tower and the text LM side by side (neither depends on the other)."""
+    logs = os.path.join(s['out'], 'logs')
+    # always run: it keeps what exists, and refuses data of another tokenizer
+    progress.run('the shapes world', world_command(s), os.path.join(logs, 'world.log'))
     side_by_side([
-        lambda: progress.run('a tiny SigLIP tower (sigmoid loss)', tower, os.path.join(out, 'logs', 'tower.log'),
-                             done_when=f'{out}/tower/model.safetensors', threads=threads),
-        lambda: train('the tiny LM on text', text, f'{out}/text', plan['text_iters'], os.path.join(out, 'logs', 'text.log')),
-    ], args.jobs, progress)
-    if progress.failed:
-        sys.exit(progress.failed)
+        lambda: progress.run('a tiny SigLIP tower (sigmoid loss)', tower_command(s),
+                             os.path.join(logs, 'tower.log'), done_when=f"{s['out']}/tower/model.safetensors",
+                             threads=s['threads']),
+        lambda: train_step(s, progress, 'the tiny LM on text', text_command(s), f"{s['out']}/text",
+                           s['plan']['text_iters'], os.path.join(logs, 'text.log')),
+    ], s['jobs'], progress)
 
-    def pipeline(arm, seed):
-        """Mixed stage, finetune, evaluation of one (arm, seed): one after the other, in one thread."""
-        settings = dict(ARMS[arm])
-        start = settings.pop('start', 'ckpt_080.pt')
-        name = f'{arm}_seed{seed}'
-        mixed_dir, final_dir, run_log = f'{out}/mixed/{name}', f'{out}/{name}', os.path.join(out, 'logs', f'{name}.log')
-        mixed = [py, 'train.py', 'config/tiny_mixed.py', f'--out_dir={mixed_dir}', f'--init_from={out}/text/{start}',
-                 f'--vision_init={out}/tower', f'--caption_data={data}/captions', f'--seed={seed}',
-                 f'--max_iters={plan["mixed_iters"]}'] + shared + [f'--{k}={v}' for k, v in settings.items()]
-        train(f'{arm}, seed {seed}: mixed stage from {start}', mixed, mixed_dir, plan['mixed_iters'], run_log)
-        finetune = [py, 'train.py', 'config/tiny_finetune.py', f'--out_dir={final_dir}', f'--init_from={mixed_dir}/ckpt.pt',
-                    f'--instruct_data={data}/instruct', f'--seed={seed}',
-                    f'--freeze_vision={settings["freeze_vision"]}', f'--max_iters={plan["finetune_iters"]}'] + shared
-        train(f'{arm}, seed {seed}: finetune', finetune, final_dir, plan['finetune_iters'], run_log)
-        evaluate = [py, 'eval.py', '--ckpt', f'{final_dir}/ckpt.pt', '--tasks', 'shapes_vqa,shapes_mc',
-                    '--shapes_root', f'{data}/raw', '--limit', str(plan['eval_limit'])]
-        progress.run(f'{arm}, seed {seed}: evaluation', evaluate, run_log, done_when=f'{final_dir}/results.json',
-                     threads=threads, complete=lambda: load_results(final_dir)['step'] == plan['finetune_iters'])
-        commands[name] = [world, tower, text, mixed, finetune, evaluate]
 
-    progress.new_phase()
-    side_by_side([lambda a=arm, s=seed: pipeline(a, s) for arm, seed in runs], args.jobs, progress)
-    if progress.failed:
-        sys.exit(progress.failed)
+def pipeline(s, progress, arm, seed):
+    """Mixed stage, finetune, evaluation of one (arm, seed): one after the other, in one thread."""
+    out, plan, name = s['out'], s['plan'], f'{arm}_seed{seed}'
+    log = os.path.join(out, 'logs', f'{name}.log')
+    start = ARMS[arm].get('start', 'ckpt_080.pt')
+    train_step(s, progress, f'{arm}, seed {seed}: mixed stage from {start}', mixed_command(s, arm, seed),
+               f'{out}/mixed/{name}', plan['mixed_iters'], log)
+    train_step(s, progress, f'{arm}, seed {seed}: finetune', finetune_command(s, arm, seed), f'{out}/{name}',
+               plan['finetune_iters'], log)
+    progress.run(f'{arm}, seed {seed}: evaluation', eval_command(s, arm, seed), log,
+                 done_when=f'{out}/{name}/results.json', threads=s['threads'],
+                 complete=lambda: load_results(f'{out}/{name}')['step'] == plan['finetune_iters'])
 
-    progress.start('comparison table and plots')
-    finals = [f'{out}/{arm}_seed{seed}' for arm, seed in runs]
-    compare = [py, 'eval.py', '--compare'] + finals + ['--plot', f'{out}/scores.png']
+
+def compare_runs(s, finals):
+    """eval.py --compare over the final runs: (its markdown table, the command)."""
+    compare = [s['py'], 'eval.py', '--compare=' + ','.join(finals), f"--plot={s['out']}/scores.png"]
     table = subprocess.run(compare, capture_output=True, text=True)
     if table.returncode != 0:
         sys.exit(f"comparison failed: {table.stderr}")
-    table = '\n'.join(line for line in table.stdout.splitlines() if line.startswith('|'))
-    print(table)
-    text_curve = [(r['step'], r['loss']) for r in read_log(f'{out}/text/log.jsonl') if 'loss' in r]
-    plot_losses({'text': text_curve}, f'{out}/loss_text.png', 'text stage: train loss')
+    return '\n'.join(line for line in table.stdout.splitlines() if line.startswith('|')), compare
+
+
+def plot_losses(s):
+    """The train loss curves of each stage: loss_text.png, loss_mixed.png, loss_finetune.png."""
+    out = s['out']
+    curve = lambda folder: [(r['step'], r['loss']) for r in read_log(f'{folder}/log.jsonl') if 'loss' in r]
+    line_chart({'text': curve(f'{out}/text')}, f'{out}/loss_text.png', 'text stage: train loss')
     for stage, folder in (('mixed', f'{out}/mixed'), ('finetune', out)):
-        curves = {f'{arm}_seed{seed}': [(r['step'], r['loss']) for r in read_log(f'{folder}/{arm}_seed{seed}/log.jsonl')
-                                        if 'loss' in r] for arm, seed in runs}
-        plot_losses(curves, f'{out}/loss_{stage}.png', f'{stage} stage: train loss per arm and seed')
+        curves = {f'{arm}_seed{seed}': curve(f'{folder}/{arm}_seed{seed}') for arm, seed in s['runs']}
+        line_chart(curves, f'{out}/loss_{stage}.png', f'{stage} stage: train loss per arm and seed')
+
+
+def main(argv=None):
+    s = resolve(configurator.parse(DEFAULTS, argv, 'study.py'))
+    out, runs = s['out'], s['runs']
+    os.makedirs(os.path.join(out, 'logs'), exist_ok=True)
+    progress = Progress(3 + 3 * len(runs) + 1)
+    shared_steps(s, progress)
+    if progress.failed:
+        sys.exit(progress.failed)
+    progress.new_phase()
+    pipelines = [lambda a=arm, e=seed: pipeline(s, progress, a, e) for arm, seed in runs]
+    side_by_side(pipelines, s['jobs'], progress)
+    if progress.failed:
+        sys.exit(progress.failed)
+    progress.start('comparison table and plots')
+    finals = [f'{out}/{arm}_seed{seed}' for arm, seed in runs]
+    table, compare = compare_runs(s, finals)
+    print(table)
+    plot_losses(s)
+    # row name -> the commands behind it, in table order
+    shared = [world_command(s), tower_command(s), text_command(s)]
+    commands = {f'{arm}_seed{seed}': shared + [mixed_command(s, arm, seed), finetune_command(s, arm, seed),
+                                               eval_command(s, arm, seed)] for arm, seed in runs}
     commands['comparison'] = [compare]
-    write_report(out, table, finals, commands, seeds, time.time() - progress.t0, data, progress.skipped,
-                 args.budget)
-    print(f"wrote {out}/results.md, {out}/scores.png, {out}/loss_text.png, {out}/loss_mixed.png, {out}/loss_finetune.png "
-          f"({(time.time() - progress.t0) / 60:.1f} min)")
-
-
-def load_results(folder):
-    with open(os.path.join(folder, 'results.json')) as f:
-        return json.load(f)
+    write_report(out, table, finals, commands, s['seeds'], time.time() - progress.t0, s['data'],
+                 progress.skipped, s['budget'])
+    print(f"wrote {out}/results.md, {out}/scores.png, {out}/loss_text.png, {out}/loss_mixed.png, "
+          f"{out}/loss_finetune.png ({(time.time() - progress.t0) / 60:.1f} min)")
 
 
 def sampling_error(results, group):
     """One standard error of a run's Stable Score that comes from the size of its test sets alone
     (binomial, per task, scaled as the score scales the accuracy): scores on a few hundred questions
     move by this much under any change, so a smaller gap is noise whatever the seeds say."""
-    tasks = [t for t in results['tasks'].values() if t.get('group') == group and t.get('acc') is not None and t.get('n')]
+    tasks = [t for t in results['tasks'].values()
+             if t.get('group') == group and t.get('acc') is not None and t.get('n')]
     if not tasks:
         return 0.0
     terms = [(t['acc'] * (1 - t['acc']) / t['n']) ** 0.5 / (1 - t['chance']) for t in tasks]
@@ -359,7 +405,8 @@ def question_type_table(finals, baselines):
     names = ('*blind to the image*', '*unbound: what the scene holds, not which object has which*')
     for name, report in zip(names, baselines or ()):
         if report:
-            cells = [f"{100 * report['per_type'][t]['accuracy']:.1f}" if t in report['per_type'] else '-' for t in types]
+            per_type = report['per_type']
+            cells = [f"{100 * per_type[t]['accuracy']:.1f}" if t in per_type else '-' for t in types]
             lines.append(f"| {name} | " + ' | '.join(cells) + ' |')
     return lines
 
@@ -370,9 +417,9 @@ def blind_answerer(baselines):
         return ''
     blind, unbound = baselines
     return (f" An answerer blind to the image (the most frequent training answer per question type) scores "
-            f"{100 * blind['accuracy']:.1f} % on shapes VQA; per question type, chance is 1 / the number of answers." +
-            (f" One that knows what each scene holds but not which object has which scores {100 * unbound['accuracy']:.1f} %."
-             if unbound else ''))
+            f"{100 * blind['accuracy']:.1f} % on shapes VQA; per question type, chance is 1 / the number of "
+            "answers." + (f" One that knows what each scene holds but not which object has which scores "
+                          f"{100 * unbound['accuracy']:.1f} %." if unbound else ''))
 
 
 def machine():
@@ -385,24 +432,30 @@ def machine():
 
 
 def write_report(out, table, finals, commands, seeds, seconds, data, skipped, budget):
-    shown = lambda cmd: shlex.join(['python'] + cmd[1:])  # the interpreter's path is this machine's, not the reader's
+    shown = lambda cmd: shlex.join(['python'] + cmd[1:])  # the interpreter's path is this machine's
     baselines = world_baselines(data)  # world.json, read once for the sentence and the per-type table
-    title = '# The study on the shapes world' + (f' at {budget}x the default budget (--budget {budget})' if budget > 1 else '')
-    lines = [title, '', f'Written {time.strftime("%Y-%m-%d")} on {machine()}' +
-             (f'; {skipped} steps were skipped, their outputs existed (they may have run elsewhere).' if skipped else '.'), '',
-             f'{len(seeds)} seed(s) ({", ".join(map(str, seeds))}) vary the mixed and finetune stages; the shapes world, '
-             'the tiny SigLIP tower and the text LM are shared by every run. Wall time: '
-             f'{seconds / 60:.1f} min. Scores in %, mean ± sample std over seeds; Stable Scores as design.md defines '
-             'them (VQA chance 0, multiple-choice chance 1/#choices).' + blind_answerer(baselines), '', table, '',
-             '## Differences against the default recipe (frozen encoder, 2-layer MLP)', ''] + spread_verdicts(finals) + [
-             '', '## Shapes VQA accuracy per question type (%, mean over seeds)', ''] + question_type_table(finals, baselines) + [
-             '', '![scores](scores.png)', '', '![text loss](loss_text.png)', '', '![mixed loss](loss_mixed.png)', '',
-             '![finetune loss](loss_finetune.png)', '', '## Commands behind each row', '']
+    title = '# The study on the shapes world' + (
+        f' at {budget}x the default budget (--budget={budget})' if budget > 1 else '')
+    written = f'Written {time.strftime("%Y-%m-%d")} on {machine()}' + (
+        f'; {skipped} steps were skipped, their outputs existed (they may have run elsewhere).'
+        if skipped else '.')
+    about = (f'{len(seeds)} seed(s) ({", ".join(map(str, seeds))}) vary the mixed and finetune stages; the '
+             'shapes world, the tiny SigLIP tower and the text LM are shared by every run. Wall time: '
+             f'{seconds / 60:.1f} min. Scores in %, mean ± sample std over seeds; Stable Scores as '
+             'docs/design.md defines them (VQA chance 0, multiple-choice chance 1/#choices).'
+             + blind_answerer(baselines))
+    lines = ([title, '', written, '', about, '', table, '',
+              '## Differences against the default recipe (frozen encoder, 2-layer MLP)', '']
+             + spread_verdicts(finals)
+             + ['', '## Shapes VQA accuracy per question type (%, mean over seeds)', '']
+             + question_type_table(finals, baselines)
+             + ['', '![scores](scores.png)', '', '![text loss](loss_text.png)', '',
+                '![mixed loss](loss_mixed.png)', '', '![finetune loss](loss_finetune.png)', '',
+                '## Commands behind each row', ''])
     for name, cmds in commands.items():
         lines += [f'### {name}', '', '```'] + [shown(c) for c in cmds] + ['```', '']
     with open(os.path.join(out, 'results.md'), 'w') as f:
         f.write('\n'.join(lines))
-
 
 if __name__ == '__main__':
     try:

@@ -20,6 +20,8 @@ import tempfile
 
 import tiktoken
 
+from shards import atomic_write_bytes, sha256_file
+
 # the short-answer sentence of LLaVA's VQA data, which the VQA prompts of evaluation repeat
 VQA_INSTRUCTION = 'Answer the question using a single word or phrase.'
 
@@ -58,23 +60,6 @@ GPT2_RANKS_MEMBER = 'whisper/assets/gpt2.tiktoken'
 def cache_dir():
     root = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
     return os.path.join(root, 'vlm-pretrain')
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, 'wb') as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def fetch_gpt2_ranks(dest):

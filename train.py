@@ -1,8 +1,8 @@
 """
-Training, one stage per config:
+Training, one stage per config: a base per stage and size, then overlays (see config/*.py)
 
-    python train.py config/tiny_text.py                                     # one process (CPU or one GPU)
-    torchrun --standalone --nproc_per_node=8 train.py config/frozen_1b.py   # DDP (or FSDP2: fsdp = True)
+    python train.py config/tiny_text.py                                  # one process (CPU or one GPU)
+    torchrun --standalone --nproc_per_node=8 train.py config/mixed_1b.py config/arm_unfrozen.py
 
 Stages:
   text      text-only pre-training, warmup + cosine; milestone checkpoints (ckpt_080.pt at 80 %)
@@ -10,7 +10,13 @@ Stages:
             text rows at a controlled ratio; the learning rate continues the text schedule
   finetune  instruction tuning of a mixed-stage VLM on conversations, loss on the answers only
 
-Every config key below can be set in a config file or as --key=value (see configurator.py).
+Every config key below can be set in a config file or as --key=value (see configurator.py). out_dir may
+name {vision} ('frozen' | 'unfrozen'), {projector}, {start} (init_from's file name: ckpt_080.pt -> 080)
+and {parent} (the folder holding init_from); init_from may name {vision} and {projector}. So the bases
+spell each run's folder once and two arms never share one.
+
+main() reads as its steps: the config, the processes, the data, the model and its checks, the schedule,
+the optimizer, the loaders, then train(): evaluate, checkpoint, train_step, log, until the last step.
 """
 import json
 import math
@@ -20,6 +26,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,26 +35,26 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import attention as attention_module
 from configurator import configure
-from model import (LM, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu, load_checkpoint, lr_at,
-                   vlm_args)
-from prepare_data import ImageShards, load_text_split
+from model import (LM, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu, load_checkpoint,
+                   lr_at, vlm_args)
+from shards import ImageShards, load_text_split
+from vision import load_siglip
 
 # -----------------------------------------------------------------------------
 # default config: a tiny text model on the CPU
 # I/O
 out_dir = 'out/tiny_text'
-init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | a checkpoint path (its weights, a fresh optimizer)
+init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | a checkpoint (weights, a fresh optimizer)
 eval_interval = 100  # val losses and ckpt.pt every this many steps
 eval_iters = 10
 log_interval = 10
-milestones = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # ckpt_NNN.pt (weights, no optimizer) at these fractions
+milestones = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # ckpt_NNN.pt (weights only) at these fractions of the run
 stop_at_step = -1  # save ckpt.pt and exit after this step (a long run cut into jobs); -1 = run to max_iters
 # data
 stage = 'text'  # 'text' | 'mixed' | 'finetune'
 text_data = 'data/tiny_text'  # token shards; every stage measures the text val loss, to watch forgetting
 caption_data = ''  # image-caption shards (mixed)
 instruct_data = ''  # instruction shards (finetune)
-document_masking = False  # attention kept within documents of a text window (<|endoftext|> starts one)
 image_ratio = 0.1  # mixed: fraction of non-padding positions that belong to image-caption samples
 image_row_fill = 'text'  # after a caption: 'text' (kept apart by doc_ids) or 'pad'
 epochs = 3  # finetune: passes over the instruction data (sets max_iters when max_iters = 0)
@@ -61,7 +68,7 @@ feature_layer = -2  # encoder block whose patch features the VLM uses (-2: secon
 projector = 'mlp2'  # 'mlp2' | 'mlp1'
 freeze_vision = True
 vision_lr = 1e-4  # learning rate of an unfrozen encoder (follows the same schedule shape)
-start_fraction = -1.0  # mixed: the text milestone init_from holds (0.8 = 80 %); -1 = read it from the checkpoint
+start_fraction = -1.0  # mixed: the milestone init_from holds (0.8 = 80 %); -1 = read it from the checkpoint
 # optimizer (AdamW) and schedule (warmup + cosine to min_lr)
 batch_size = 16  # rows per micro-batch, per process
 gradient_accumulation_steps = 1  # micro-batches per step, over all processes together
@@ -78,12 +85,16 @@ z_loss = 1e-4
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # autocast dtype on CUDA
-vision_dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # a frozen encoder is held in this dtype
+vision_dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # a frozen encoder's dtype
 compile = False
 activation_checkpointing = False
 fsdp = False  # FSDP2 (fully_shard per block) instead of DDP, for 1B and up
 attention = 'sdpa'  # 'sdpa' | 'triton'
 seed = 1337
+# logging to Weights & Biases (optional; the records of log.jsonl, from the master process)
+wandb_log = False
+wandb_project = 'vlm-pretrain'
+wandb_run_name = ''  # '' = out_dir's last folder name
 # -----------------------------------------------------------------------------
 
 
@@ -128,9 +139,9 @@ def sample_row(sample, block_size, eot_id, filler=None):
     tokens = np.asarray(sample['tokens'][:block_size + 1], dtype=np.int64)
     mask = np.asarray(sample['loss_mask'][:block_size + 1])
     used = len(tokens) - 1
-    row = dict(input_ids=np.full(block_size, eot_id, dtype=np.int64), targets=np.full(block_size, -100, dtype=np.int64),
-               doc_ids=np.ones(block_size, dtype=np.int64), segment=np.zeros(block_size, dtype=np.int64),
-               image=sample['image'])
+    row = dict(input_ids=np.full(block_size, eot_id, dtype=np.int64),
+               targets=np.full(block_size, -100, dtype=np.int64), doc_ids=np.ones(block_size, dtype=np.int64),
+               segment=np.zeros(block_size, dtype=np.int64), image=sample['image'])
     row['input_ids'][:used] = tokens[:-1]
     row['targets'][:used] = np.where(mask[1:] > 0, tokens[1:], -100)
     row['doc_ids'][:used] = 0
@@ -157,9 +168,12 @@ def collate(rows, image_shape, need_doc_ids):
 
 
 class TextLoader:
-    def __init__(self, shards, block_size, eot_id, document_masking, seed, split_tag=0):
+    """Random windows of the text shards. No document mask: a text window attends across the
+    <|endoftext|> between documents, as DCLM's (open_lm's) pre-training does."""
+
+    def __init__(self, shards, block_size, eot_id, seed, split_tag=0):
         self.shards, self.block_size, self.eot_id = shards, block_size, eot_id
-        self.document_masking, self.seed, self.split_tag = document_masking, seed, split_tag
+        self.seed, self.split_tag = seed, split_tag
         self.image_shape = None
 
     def rows(self, step, num_rows):
@@ -167,7 +181,7 @@ class TextLoader:
         return [text_row(w, self.eot_id) for w in text_windows(self.shards, num_rows, self.block_size, rng)]
 
     def need_doc_ids(self, rows):
-        return self.document_masking
+        return False
 
 
 class MixedLoader(TextLoader):
@@ -181,8 +195,8 @@ class MixedLoader(TextLoader):
     """
     WINDOW = 100
 
-    def __init__(self, text_shards, captions, block_size, eot_id, document_masking, seed, ratio, fill):
-        super().__init__(text_shards, block_size, eot_id, document_masking, seed)
+    def __init__(self, text_shards, captions, block_size, eot_id, seed, ratio, fill):
+        super().__init__(text_shards, block_size, eot_id, seed)
         self.captions, self.ratio, self.fill = captions, ratio, fill
         self.positions = np.minimum(captions.lengths(), block_size + 1) - 1  # input positions a sample uses
         self.image_shape = (captions.manifest['image_size'],) * 2 + (3,)
@@ -198,12 +212,14 @@ class MixedLoader(TextLoader):
         image_pos, total = self.window_state[step]
         rng = np.random.default_rng([self.seed, 3, step])
         n = len(self.positions)
-        candidates = rng.choice(n, size=num_rows, replace=num_rows > n)  # distinct within a step when possible
+        candidates = rng.choice(n, size=num_rows, replace=num_rows > n)  # distinct within a step if possible
         plan = []
         for c in candidates:
             used = self.positions[c]
             image_total = total + (used if self.fill == 'pad' else self.block_size)
-            if self.ratio > 0 and abs(image_pos + used - self.ratio * image_total) < abs(image_pos - self.ratio * (total + self.block_size)):
+            image_error = abs(image_pos + used - self.ratio * image_total)
+            text_error = abs(image_pos - self.ratio * (total + self.block_size))
+            if self.ratio > 0 and image_error < text_error:
                 plan.append(int(c))
                 image_pos, total = image_pos + used, image_total
             else:
@@ -230,7 +246,7 @@ class MixedLoader(TextLoader):
 
     def need_doc_ids(self, rows):
         # a padded caption row needs no mask: causal attention never lets the sample see the padding after it
-        return self.document_masking or (self.fill == 'text' and any(r['image'] is not None for r in rows))
+        return self.fill == 'text' and any(r['image'] is not None for r in rows)
 
 
 class InstructLoader:
@@ -266,7 +282,7 @@ def rank_batches(loader, step, rank, world_size, micro_batches, batch_size):
 def val_batches(data, kind, eval_iters, batch_size, block_size, eot_id, seed, image_shape=None):
     """Fixed validation batches: text windows, or the first samples of an image split, padded."""
     if kind == 'text':
-        loader = TextLoader(data, block_size, eot_id, False, seed, split_tag=1)
+        loader = TextLoader(data, block_size, eot_id, seed, split_tag=1)
         return [collate(loader.rows(i, batch_size), None, False) for i in range(eval_iters)]
     n = min(len(data), eval_iters * batch_size)
     rows = [sample_row(data[i], block_size, eot_id) for i in range(n)]
@@ -302,7 +318,8 @@ def milestone_steps(fractions, max_steps):
 
 
 def optimizer_state_by_index(state, model, optimizer):
-    """A full optimizer state keyed by parameter name -> the index-keyed form optimizer.load_state_dict takes."""
+    """A full optimizer state keyed by parameter name -> the index-keyed form optimizer.load_state_dict
+    takes."""
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in optimizer.param_groups for p in g['params']]
     index = {n: i for i, n in enumerate(order)}
@@ -315,98 +332,34 @@ def fail(message):
 
 
 # -----------------------------------------------------------------------------
-# Building the model of each stage (and checking that the data fits it before anything trains)
+# Set-up: the config's checks and derived paths, the processes, the data
 
-def check_data(manifest, where, tokenizer, vocab_size):
-    if manifest['tokenizer'] != tokenizer:
-        fail(f"{where}: tokenizer '{manifest['tokenizer']}' differs from the text data's / checkpoint's '{tokenizer}'")
-    if manifest['vocab_size'] != vocab_size:
-        fail(f"{where}: vocab_size {manifest['vocab_size']} differs from the model's {vocab_size}")
-
-
-def check_images(manifest, where, model):
-    S = model.vision.cfg.image_size
-    if manifest['image_size'] != S:
-        fail(f"{where}: images are {manifest['image_size']} px, the encoder takes {S} px (re-run prepare_data.py "
-             f"with --image_size {S})")
-    if manifest['image_positions'] != model.num_patches:
-        fail(f"{where}: samples hold {manifest['image_positions']} image positions, the encoder gives "
-             f"{model.num_patches} patches")
+def run_fields(config):
+    """The fields a config's out_dir may name, so that overlays (config/arm_*.py, config/start_*.py)
+    need not each spell a folder: two arms never share one."""
+    source = os.path.normpath(config['init_from'])
+    start = os.path.splitext(os.path.basename(source))[0]
+    return dict(vision='frozen' if config['freeze_vision'] else 'unfrozen', projector=config['projector'],
+                start=start[len('ckpt_'):] if start.startswith('ckpt_') else start,
+                parent=os.path.basename(os.path.dirname(source)))
 
 
-def build_stage_model(config, text_manifest):
-    """(model, model_args, step, lineage, checkpoint): the checkpoint resumed or started from, or None."""
-    lineage = dict(config=config, init_from=init_from, parent=None)
-    if init_from == 'resume':
-        checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
-        model = build_model(checkpoint['model_args'])
-        model.load_state_dict(checkpoint['model'])
-        return model, checkpoint['model_args'], checkpoint['step'], checkpoint['lineage'], checkpoint
-    if stage == 'text':
-        if init_from == 'scratch':
-            args = dict(vocab_size=text_manifest['vocab_size'], block_size=block_size, n_layer=n_layer,
-                        n_head=n_head, n_embd=n_embd)
-            return LM(LMConfig(**args)), args, 0, lineage, None
-        parent = load_checkpoint(init_from)
-        model = build_model(parent['model_args'])
-        model.load_state_dict(parent['model'])
-    elif stage == 'mixed':
-        if init_from == 'scratch':
-            fail("the mixed stage starts from a text checkpoint: set init_from to e.g. out/text/ckpt_080.pt")
-        if not vision_init:
-            fail("the mixed stage needs vision_init: an HF SigLIP checkpoint or a pre-trained tiny tower")
-        from vision import load_siglip
-        parent = load_checkpoint(init_from)
-        if 'vision' in parent['model_args']:
-            fail(f"{init_from} is already a VLM checkpoint; the mixed stage starts from a text (LM) checkpoint")
-        tower = load_siglip(vision_init, feature_layer=feature_layer)
-        lm_args = dict(parent['model_args'], block_size=block_size)
-        args = vlm_args(LMConfig(**lm_args), tower.cfg, projector, feature_layer, text_manifest['image_id'], freeze_vision)
-        model = build_model(args)
-        model.lm.load_state_dict(parent['model'])
-        model.vision.load_state_dict(tower.drop_unused().state_dict())
-    else:  # finetune: a mixed-stage VLM
-        if init_from == 'scratch':
-            fail("the finetune stage starts from a mixed-stage checkpoint: set init_from")
-        parent = load_checkpoint(init_from)
-        if 'vision' not in parent['model_args']:
-            fail(f"{init_from} holds a text model; the finetune stage starts from a mixed-stage VLM checkpoint")
-        args = dict(parent['model_args'], freeze_vision=freeze_vision)
-        model = build_model(args)
-        model.load_state_dict(parent['model'])
-    lineage['parent'] = dict(path=init_from, step=parent['step'], lineage=parent['lineage'])
-    return model, (args if stage != 'text' else parent['model_args']), 0, lineage, parent
+def fill_run_paths(config):
+    """init_from may name {vision} and {projector}; out_dir also {start} and {parent} (from init_from)."""
+    fields = run_fields(config)
+    if config['init_from'] == 'resume' and ('{start}' in out_dir or '{parent}' in out_dir):
+        fail(f"out_dir '{config['out_dir']}' is named after init_from, which is 'resume': give the run's "
+             f"folder as --out_dir")
+    try:
+        config['init_from'] = init_from.format(vision=fields['vision'], projector=fields['projector'])
+        config['out_dir'] = config['out_dir'].format(**run_fields(config))
+    except (KeyError, IndexError, ValueError) as e:
+        fail(f"out_dir / init_from: unknown field {e}; known: {', '.join(fields)}")
+    globals().update(init_from=config['init_from'], out_dir=config['out_dir'])
+    return config
 
 
-def wrap_model(model, ddp, device_type, local_rank):
-    """Activation checkpointing, FSDP2 or DDP, compile. Returns the module to call."""
-    if activation_checkpointing:
-        checkpoint_activations(model)
-    if fsdp:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-        param_dtype = getattr(torch, dtype) if device_type == 'cuda' else torch.float32
-        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-        lm = model.lm if isinstance(model, VLM) else model
-        for block in lm.layers:
-            fully_shard(block, mp_policy=policy)
-        if isinstance(model, VLM):
-            if not model.freeze_vision:
-                for block in model.vision.encoder['layers']:
-                    fully_shard(block, mp_policy=policy)
-            fully_shard(model.vision, mp_policy=policy)
-        fully_shard(model, mp_policy=policy)
-        wrapped = model
-    elif ddp:
-        wrapped = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
-    else:
-        wrapped = model
-    return torch.compile(wrapped) if compile else wrapped
-
-
-# -----------------------------------------------------------------------------
-
-def main():
-    config = configure(globals())
+def check_config():
     if stage not in ('text', 'mixed', 'finetune'):
         fail(f"stage must be 'text', 'mixed' or 'finetune', got {stage!r}")
     if image_row_fill not in ('text', 'pad'):
@@ -414,7 +367,25 @@ def main():
     if not 0 <= image_ratio <= 1:
         fail(f"image_ratio must be within [0, 1], got {image_ratio}")
 
-    # distributed setup: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK
+
+@dataclass
+class Processes:
+    """Where this process runs and its place among the others (torchrun sets RANK / WORLD_SIZE /
+    LOCAL_RANK)."""
+    ddp: bool  # several processes: DDP, or FSDP2 with fsdp = True
+    rank: int
+    local_rank: int
+    world_size: int
+    device: str  # this process's device, e.g. 'cuda:3'
+    device_type: str  # 'cuda' | 'cpu'
+    micro_batches: int  # this process's micro-batches per step
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+
+def setup_processes():
     ddp = int(os.environ.get('WORLD_SIZE', 1)) > 1
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if ddp:
@@ -427,268 +398,471 @@ def main():
         rank, world_size, run_device = 0, 1, device
     if fsdp and not ddp:
         fail("fsdp = True needs several processes: launch with torchrun")
-    master = rank == 0
     if gradient_accumulation_steps % world_size:
         fail(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number "
              f"of processes ({world_size})")
-    micro_batches = gradient_accumulation_steps // world_size
-    global_rows = gradient_accumulation_steps * batch_size
     device_type = 'cuda' if run_device.startswith('cuda') else 'cpu'
-    autocast = (torch.autocast(device_type='cuda', dtype=getattr(torch, dtype))
-                if device_type == 'cuda' and dtype != 'float32' else nullcontext())
+    procs = Processes(ddp, rank, local_rank, world_size, run_device, device_type,
+                      gradient_accumulation_steps // world_size)
     attention_module.set_backend(attention)
-    torch.manual_seed(seed)  # the same on every rank: FSDP2 shards each rank's own fresh weights (the projector)
-    if master:
+    torch.manual_seed(seed)  # the same on every rank: FSDP2 shards each rank's own fresh weights
+    if procs.master:
         os.makedirs(out_dir, exist_ok=True)
+    return procs
 
-    # data, then the model, then the checks that they fit: all before anything trains
+
+def load_data():
+    """The stage's shards: {'text_manifest', 'text_train', 'text_val', 'captions', 'caption_val',
+    'instruct', 'instruct_val'} (None where the stage has no such data)."""
     try:
         text_manifest, text_train = load_text_split(text_data, 'train')
         _, text_val = load_text_split(text_data, 'val')
-        captions = ImageShards(caption_data, 'train') if stage == 'mixed' else None
-        caption_val = ImageShards(caption_data, 'val') if stage == 'mixed' else None
-        instruct = ImageShards(instruct_data, 'train') if stage == 'finetune' else None
+        data = dict(text_manifest=text_manifest, text_train=text_train, text_val=text_val,
+                    captions=ImageShards(caption_data, 'train') if stage == 'mixed' else None,
+                    caption_val=ImageShards(caption_data, 'val') if stage == 'mixed' else None,
+                    instruct=ImageShards(instruct_data, 'train') if stage == 'finetune' else None,
+                    instruct_val=ImageShards(instruct_data, 'val') if stage == 'finetune' else None)
     except (OSError, ValueError) as e:
         fail(f"data: {e}")
     if stage == 'mixed' and not caption_data or stage == 'finetune' and not instruct_data:
         fail(f"the {stage} stage needs {'caption_data' if stage == 'mixed' else 'instruct_data'}")
-    try:
-        model, model_args, step, lineage, checkpoint = build_stage_model(config, text_manifest)
-    except (OSError, ValueError) as e:
-        fail(f"model: {e}")
-    eot_id = text_manifest['eot_id']
+    return data
+
+
+# -----------------------------------------------------------------------------
+# The model of each stage, checked against the data before anything trains
+
+def check_data(manifest, where, tokenizer, vocab_size):
+    if manifest['tokenizer'] != tokenizer:
+        fail(f"{where}: tokenizer '{manifest['tokenizer']}' differs from the text data's / checkpoint's "
+             f"'{tokenizer}'")
+    if manifest['vocab_size'] != vocab_size:
+        fail(f"{where}: vocab_size {manifest['vocab_size']} differs from the model's {vocab_size}")
+
+
+def check_images(manifest, where, model):
+    S = model.vision.cfg.image_size
+    if manifest['image_size'] != S:
+        fail(f"{where}: images are {manifest['image_size']} px, the encoder takes {S} px (re-run "
+             f"prepare_data.py with --image_size={S})")
+    if manifest['image_positions'] != model.num_patches:
+        fail(f"{where}: samples hold {manifest['image_positions']} image positions, the encoder gives "
+             f"{model.num_patches} patches")
+
+
+def load_parent():
+    """The checkpoint this stage starts from, and its model with the weights loaded."""
+    parent = load_checkpoint(init_from)
+    is_vlm = 'vision' in parent['model_args']
+    if stage == 'mixed' and is_vlm:
+        fail(f"{init_from} is already a VLM checkpoint; the mixed stage starts from a text (LM) checkpoint")
+    if stage == 'finetune' and not is_vlm:
+        fail(f"{init_from} holds a text model; the finetune stage starts from a mixed-stage VLM checkpoint")
+    return parent
+
+
+def build_stage_model(config, text_manifest):
+    """(model, model_args, step, lineage, checkpoint): the checkpoint resumed or started from, or None."""
+    lineage = dict(config=config, init_from=init_from, parent=None)
+    if init_from == 'resume':
+        checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+        model = build_model(checkpoint['model_args'])
+        model.load_state_dict(checkpoint['model'])
+        return model, checkpoint['model_args'], checkpoint['step'], checkpoint['lineage'], checkpoint
+    if stage == 'text' and init_from == 'scratch':
+        args = dict(vocab_size=text_manifest['vocab_size'], block_size=block_size, n_layer=n_layer,
+                    n_head=n_head, n_embd=n_embd)
+        return LM(LMConfig(**args)), args, 0, lineage, None
+    if init_from == 'scratch':
+        fail(f"the {stage} stage starts from a checkpoint: set init_from (e.g. "
+             f"{'out/text/ckpt_080.pt' if stage == 'mixed' else 'out/mixed/ckpt.pt'})")
+    if stage == 'mixed' and not vision_init:
+        fail("the mixed stage needs vision_init: an HF SigLIP checkpoint or a pre-trained tiny tower")
+    parent = load_parent()
+    if stage == 'text':
+        args = parent['model_args']
+        model = build_model(args)
+        model.load_state_dict(parent['model'])
+    elif stage == 'mixed':  # the text LM + a SigLIP encoder + a fresh projector
+        tower = load_siglip(vision_init, feature_layer=feature_layer)
+        lm_args = dict(parent['model_args'], block_size=block_size)
+        args = vlm_args(LMConfig(**lm_args), tower.cfg, projector, feature_layer, text_manifest['image_id'],
+                        freeze_vision)
+        model = build_model(args)
+        model.lm.load_state_dict(parent['model'])
+        model.vision.load_state_dict(tower.drop_unused().state_dict())
+    else:  # finetune: a mixed-stage VLM
+        args = dict(parent['model_args'], freeze_vision=freeze_vision)
+        model = build_model(args)
+        model.load_state_dict(parent['model'])
+    lineage['parent'] = dict(path=init_from, step=parent['step'], lineage=parent['lineage'])
+    return model, args, 0, lineage, parent
+
+
+def check_model_fits_data(model, checkpoint, data):
+    """The tokenizer, vocabulary, image size and positions, block size: one line for any mismatch."""
     lm = model.lm if isinstance(model, VLM) else model
-    tokenizer = checkpoint['tokenizer'] if checkpoint is not None else text_manifest['tokenizer']
-    check_data(text_manifest, text_data, tokenizer, lm.config.vocab_size)
-    for data, where in ((captions, caption_data), (instruct, instruct_data)):
-        if data is not None:
-            check_data(data.manifest, where, tokenizer, lm.config.vocab_size)
-            check_images(data.manifest, where, model)
+    tokenizer = checkpoint['tokenizer'] if checkpoint is not None else data['text_manifest']['tokenizer']
+    check_data(data['text_manifest'], text_data, tokenizer, lm.config.vocab_size)
+    for shards, where in ((data['captions'], caption_data), (data['instruct'], instruct_data)):
+        if shards is not None:
+            check_data(shards.manifest, where, tokenizer, lm.config.vocab_size)
+            check_images(shards.manifest, where, model)
     if stage != 'text' and lm.config.block_size != block_size:
         fail(f"block_size {block_size} differs from the model's {lm.config.block_size}")
+    return tokenizer
 
-    # the learning-rate schedule of this stage
+
+def stage_schedule(checkpoint, lineage, data):
+    """(peak learning rate, warmup steps, steps) of this stage. A mixed stage started from a milestone
+    inside the text run (0 < fraction < 1) continues the text schedule's decay from its value there."""
     peak, warmup, max_steps = learning_rate, warmup_iters, max_iters
     if stage == 'finetune' and max_iters <= 0:
-        max_steps = math.ceil(epochs * len(instruct) / global_rows)
+        max_steps = math.ceil(epochs * len(data['instruct']) / (gradient_accumulation_steps * batch_size))
     if stage == 'mixed' and init_from != 'resume':
-        parent = checkpoint
-        fraction = parent['step'] / parent['config']['max_iters']
+        fraction = checkpoint['step'] / checkpoint['config']['max_iters']
         if start_fraction >= 0 and abs(start_fraction - fraction) > 1e-6:
             fail(f"start_fraction {start_fraction} but {init_from} is at {fraction:.3f} of its text run")
         lineage['start_fraction'] = fraction
     if stage == 'mixed' and 0 < lineage.get('start_fraction', 0) < 1:
-        # continue the text schedule from its value at the milestone, decaying over the mixed budget
         text_config, text_step = lineage['parent']['lineage']['config'], lineage['parent']['step']
         peak, warmup = continued_peak(text_config, text_step), 0
-    lineage['lr_peak'] = peak
+    return peak, warmup, max_steps
 
-    if isinstance(model, VLM) and model.freeze_vision and device_type == 'cuda':
-        model.vision.to(getattr(torch, vision_dtype))
-    model.to(run_device)
-    raw_model = model
-    model = wrap_model(model, ddp, device_type, local_rank)
-    # after wrapping: fully_shard replaces the parameters with sharded ones, the optimizer must hold those
-    if isinstance(raw_model, VLM):
-        optimizer = raw_model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type,
-                                                   vision_lr=None if freeze_vision else vision_lr * peak / learning_rate)
+
+def wrap_model(model, procs):
+    """Activation checkpointing, FSDP2 or DDP, compile. Returns the module to call."""
+    if activation_checkpointing:
+        checkpoint_activations(model)
+    if fsdp:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        param_dtype = getattr(torch, dtype) if procs.device_type == 'cuda' else torch.float32
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        lm = model.lm if isinstance(model, VLM) else model
+        for block in lm.layers:
+            fully_shard(block, mp_policy=policy)
+        if isinstance(model, VLM):
+            if not model.freeze_vision:
+                for block in model.vision.encoder['layers']:
+                    fully_shard(block, mp_policy=policy)
+            fully_shard(model.vision, mp_policy=policy)
+        fully_shard(model, mp_policy=policy)
+        wrapped = model
+    elif procs.ddp:
+        wrapped = DDP(model, device_ids=[procs.local_rank] if procs.device_type == 'cuda' else None)
     else:
-        optimizer = raw_model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps, device_type)
+        wrapped = model
+    return torch.compile(wrapped) if compile else wrapped
+
+
+def make_optimizer(raw_model, peak, procs, checkpoint):
+    """AdamW over the (possibly sharded) parameters; on resume, its state and the RNG states."""
+    if isinstance(raw_model, VLM):
+        scale = None if freeze_vision else vision_lr * peak / learning_rate
+        optimizer = raw_model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps,
+                                                   procs.device_type, vision_lr=scale)
+    else:
+        optimizer = raw_model.configure_optimizers(weight_decay, peak, (beta1, beta2), adam_eps,
+                                                   procs.device_type)
     if init_from == 'resume':
         if fsdp:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-            set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'],
-                                     options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+            options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+            set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'], options=options)
         else:
             optimizer.load_state_dict(optimizer_state_by_index(checkpoint['optimizer'], raw_model, optimizer))
         set_rng_state(checkpoint['rng'])
-    best_val_loss = checkpoint.get('best_val_loss', float('inf')) if init_from == 'resume' else float('inf')
-    checkpoint = None  # free the memory
+    return optimizer
 
+
+def make_loaders(raw_model, data):
+    """The training loader of the stage and the fixed validation batches {name: [batch]}."""
+    eot_id, image_shape = data['text_manifest']['eot_id'], model_image_shape(raw_model)
     if stage == 'text':
-        loader = TextLoader(text_train, block_size, eot_id, document_masking, seed)
+        loader = TextLoader(data['text_train'], block_size, eot_id, seed)
     elif stage == 'mixed':
-        loader = MixedLoader(text_train, captions, block_size, eot_id, document_masking, seed, image_ratio, image_row_fill)
+        loader = MixedLoader(data['text_train'], data['captions'], block_size, eot_id, seed, image_ratio,
+                             image_row_fill)
     else:
-        loader = InstructLoader(instruct, block_size, eot_id, seed, model_image_shape(raw_model))
-    val_sets = {'text': val_batches(text_val, 'text', eval_iters, batch_size, block_size, eot_id, seed)}
-    if caption_val is not None and len(caption_val):
-        val_sets['caption'] = val_batches(caption_val, 'images', eval_iters, batch_size, block_size, eot_id, seed,
-                                          model_image_shape(raw_model))
-    if stage == 'finetune':
-        instruct_val = ImageShards(instruct_data, 'val')
-        if len(instruct_val):
-            val_sets['instruct'] = val_batches(instruct_val, 'images', eval_iters, batch_size, block_size, eot_id,
-                                               seed, model_image_shape(raw_model))
-
-    def to_device(batch):
-        return {k: None if v is None else v.to(run_device, non_blocking=True) for k, v in batch.items()}
-
-    def forward(batch, module):
-        kwargs = dict(doc_ids=batch['doc_ids'], z_loss=z_loss, reduction='none')
-        if isinstance(raw_model, VLM):
-            kwargs.update(images=batch.get('images'), has_image=batch.get('has_image'))
-        with autocast:
-            _, per_token = module(batch['input_ids'], batch['targets'], **kwargs)
-        return per_token.view(batch['targets'].shape)  # (B, T), 0 where no target
-
-    def full_state(with_optimizer=True):
-        # get_optimizer_state_dict gives an optimizer without state a zero-gradient step (at lr 0), which
-        # advances Adam's step count: ask for it only when it is saved, never before the first step
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
-        if fsdp or ddp:
-            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            weights = get_model_state_dict(raw_model, options=options)
-        else:
-            options = StateDictOptions(full_state_dict=True)
-            weights = raw_model.state_dict()
-        return weights, get_optimizer_state_dict(raw_model, optimizer, options=options) if with_optimizer else None
-
-    def write_checkpoint(path, with_optimizer=True):
-        weights, optim = full_state(with_optimizer)  # a collective under FSDP: every rank takes part
-        if not master:
-            return
-        ckpt = dict(model=weights, model_args=model_args, tokenizer=tokenizer, config=config, step=step,
-                    lineage=lineage, data_position=dict(step=step, seed=seed), rng=rng_state(),
-                    best_val_loss=best_val_loss)
-        if with_optimizer:
-            ckpt['optimizer'] = optim
-        save_checkpoint(path, ckpt)
-
-    @torch.no_grad()
-    def evaluate():
-        model.eval()
-        losses = {}
-        for name, batches in val_sets.items():
-            total, count = torch.zeros((), device=run_device), torch.zeros((), device=run_device)
-            # FSDP needs every rank in every forward; DDP ranks split the batches
-            for batch in (batches if fsdp else batches[rank::world_size]):
-                batch = to_device(batch)
-                total += forward(batch, model if fsdp else raw_model).sum()
-                count += (batch['targets'] != -100).sum()
-            if ddp and not fsdp:
-                dist.all_reduce(total)
-                dist.all_reduce(count)
-            losses[name] = (total / count.clamp(min=1)).item()
-        model.train()
-        return losses
-
-    stop_signal = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_signal.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, frame: stop_signal.append(signum))
-
-    milestones_at = milestone_steps(milestones, max_steps) if stage == 'text' else {}
-    log_path = os.path.join(out_dir, 'log.jsonl')
-    device_name = torch.cuda.get_device_name(run_device) if device_type == 'cuda' else 'cpu'
-    if master:
-        print(f"stage {stage}: {raw_model.num_params(exclude_embedding=False):,} parameters; "
-              f"{global_rows} rows x {block_size} tokens per step, {max_steps} steps; "
-              f"{world_size} process(es) on {run_device}; lr peak {peak:.2e}")
-
-    def log(record):
-        if master:
-            with open(log_path, 'a') as f:
-                f.write(json.dumps(record) + '\n')
-
-    t_last, flops_since, tokens_since, start_step = time.time(), 0.0, 0, step
-    while True:
-        if step in milestones_at and (step > start_step or step == 0):
-            write_checkpoint(os.path.join(out_dir, f'ckpt_{round(milestones_at[step] * 100):03d}.pt'), with_optimizer=False)
-        if step % eval_interval == 0 or step == max_steps:
-            val = evaluate()
-            best_val_loss = min(best_val_loss, val['text'])
-            if master:
-                print(f"step {step}: " + ", ".join(f"{k} val loss {v:.4f}" for k, v in val.items()))
-            log(dict(step=step, **{f'val_{k}_loss': v for k, v in val.items()}, val_loss=val['text']))
-            if step > start_step:
-                write_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
-        if step >= max_steps:
-            break
-
-        lr = lr_at(step, max_steps, peak, min_lr, warmup)
-        for group in optimizer.param_groups:
-            group['lr'] = lr * group['lr_scale']
-        batches = rank_batches(loader, step, rank, world_size, micro_batches, batch_size)
-        # normalise by the target tokens of the whole step (all micro-batches, all processes)
-        segments = torch.stack([torch.stack([((b['segment'] == s) & (b['targets'] != -100)).sum() for s in range(3)]
-                                            + [(b['segment'] == s).sum() for s in range(3)]) for b in batches]).sum(0)
-        segments = segments.to(run_device, torch.float64)
-        if ddp:
-            dist.all_reduce(segments)
-        n_targets = segments[:3].sum().float()
-        sums = torch.zeros(3, device=run_device)
-        for i, batch in enumerate(batches):
-            batch = to_device(batch)
-            sync = nullcontext() if not ddp or fsdp or i == micro_batches - 1 else model.no_sync()
-            with sync:
-                per_token = forward(batch, model)
-                # DDP / FSDP average gradients over processes; the sum over processes is what we want
-                (per_token.sum() * world_size / n_targets).backward()
-            sums += torch.stack([per_token[batch['segment'] == s].sum() for s in range(3)]).detach()
-        if ddp:
-            dist.all_reduce(sums)
-        sums, segments = sums.tolist(), segments.tolist()
-        step_loss = sum(sums) / max(sum(segments[:3]), 1)
-        if not math.isfinite(step_loss):
-            fail(f"non-finite loss ({step_loss}) at step {step}: stopping without saving; the last good "
-                 f"checkpoint is in {out_dir}. Lower learning_rate or check the data.")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float('inf'))
-        grad_norm = grad_norm.full_tensor() if fsdp else grad_norm  # FSDP2 returns a DTensor
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        positions = sum(segments[3:])
-        tokens_since += positions
-        num_images = sum(int(b['has_image'].sum()) for b in batches) * world_size if 'has_image' in batches[0] else 0
-        flops_since += (raw_model.flops_per_step(positions, num_images, block_size) if isinstance(raw_model, VLM)
-                        else raw_model.flops_per_token(block_size) * positions)
-
-        if step % log_interval == 0 or step == max_steps:
-            elapsed = time.time() - t_last
-            tokens_per_sec = tokens_since / elapsed
-            mfu = estimate_mfu(flops_since / tokens_since, tokens_per_sec / world_size, device_name)
-            t_last, tokens_since, flops_since = time.time(), 0, 0.0
-            non_pad = max(segments[4] + segments[5], 1)
-            record = dict(step=step, loss=step_loss, lr=lr, grad_norm=float(grad_norm), tokens_per_sec=tokens_per_sec,
-                          mfu=mfu, image_fraction=segments[4] / non_pad, text_fraction=segments[5] / non_pad,
-                          pad_fraction=segments[3] / max(positions, 1),
-                          sample_loss=sums[1] / segments[1] if segments[1] else None,
-                          text_loss=sums[2] / segments[2] if segments[2] else None)
-            if master:
-                mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "unknown peak"
-                parts = f", image {record['image_fraction']:.3f}" if stage == 'mixed' else ""
-                print(f"step {step}/{max_steps}: loss {step_loss:.4f}, lr {lr:.2e}, grad norm {grad_norm:.3f}, "
-                      f"{tokens_per_sec:,.0f} tok/s, MFU {mfu_text}{parts}")
-            log(record)
-        if stop_signal or step == stop_at_step:
-            write_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
-            if master:
-                reason = f"signal {stop_signal[0]}" if stop_signal else "stop_at_step"
-                print(f"{reason}: saved {out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
-            break
-
-    if ddp and not fsdp:
-        # every DDP replica must hold the same weights; a mismatch means a broken gradient sync
-        # (FSDP has no replicas: each rank holds its own shard)
-        fingerprint = sum(t.double().sum().item() + t.double().abs().sum().item() for t in raw_model.state_dict().values())
-        fingerprints = [None] * world_size
-        dist.all_gather_object(fingerprints, fingerprint)
-        log(dict(step=step, replica_fingerprints=fingerprints))
-        if len(set(fingerprints)) > 1 and master:
-            print(f"warning: the replicas' weights differ: {fingerprints}")
-    if ddp:
-        dist.barrier()  # let every rank finish its last collective before the process group goes away
-        dist.destroy_process_group()
-        # everything is saved and logged; on CPU (gloo) a background thread is sometimes torn down badly at
-        # interpreter exit ("terminate called without an active exception", exit -6), so leave directly
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        loader = InstructLoader(data['instruct'], block_size, eot_id, seed, image_shape)
+    val_sets = dict(text=val_batches(data['text_val'], 'text', eval_iters, batch_size, block_size, eot_id,
+                                     seed))
+    for name, shards in (('caption', data['caption_val']), ('instruct', data['instruct_val'])):
+        if shards is not None and len(shards):
+            val_sets[name] = val_batches(shards, 'images', eval_iters, batch_size, block_size, eot_id, seed,
+                                         image_shape)
+    return loader, val_sets
 
 
 def model_image_shape(model):
     return model.image_shape() if isinstance(model, VLM) else None
+
+
+# -----------------------------------------------------------------------------
+# One training step, evaluation, checkpoints and the log
+
+def to_device(batch, procs):
+    return {k: None if v is None else v.to(procs.device, non_blocking=True) for k, v in batch.items()}
+
+
+def forward(module, raw_model, batch, procs):
+    """Per-token losses (B, T), 0 where there is no target."""
+    kwargs = dict(doc_ids=batch['doc_ids'], z_loss=z_loss, reduction='none')
+    if isinstance(raw_model, VLM):
+        kwargs.update(images=batch.get('images'), has_image=batch.get('has_image'))
+    autocast = (torch.autocast(device_type='cuda', dtype=getattr(torch, dtype))
+                if procs.device_type == 'cuda' and dtype != 'float32' else nullcontext())
+    with autocast:
+        _, per_token = module(batch['input_ids'], batch['targets'], **kwargs)
+    return per_token.view(batch['targets'].shape)
+
+
+def count_tokens(batches, procs):
+    """Per segment (pad, sample, text; indexed by SEGMENT_*), over the step's micro-batches and all
+    processes: {'targets': tokens with a loss target, 'positions': input positions}, float64 (3,)."""
+    counts = torch.stack([torch.stack([((b['segment'] == s) & (b['targets'] != -100)).sum() for s in range(3)]
+                                      + [(b['segment'] == s).sum() for s in range(3)])
+                          for b in batches]).sum(0)  # (6,): targets per segment, then positions
+    counts = counts.to(procs.device, torch.float64)
+    if procs.ddp:
+        dist.all_reduce(counts)
+    return dict(targets=counts[:3], positions=counts[3:])
+
+
+def train_step(model, raw_model, optimizer, batches, lr, procs, step):
+    """Forward and backward over the micro-batches, clip, step. Returns (loss, grad norm, the loss sum
+    per segment, the token counts)."""
+    for group in optimizer.param_groups:
+        group['lr'] = lr * group['lr_scale']
+    counts = count_tokens(batches, procs)
+    # normalise by the target tokens of the whole step (all micro-batches, all processes)
+    n_targets = counts['targets'].sum().float()
+    loss_sums = torch.zeros(3, device=procs.device)
+    for i, batch in enumerate(batches):
+        batch = to_device(batch, procs)
+        last = i == procs.micro_batches - 1
+        sync = nullcontext() if not procs.ddp or fsdp or last else model.no_sync()
+        with sync:
+            per_token = forward(model, raw_model, batch, procs)
+            # DDP / FSDP average gradients over processes; the sum over processes is what we want
+            (per_token.sum() * procs.world_size / n_targets).backward()
+        loss_sums += torch.stack([per_token[batch['segment'] == s].sum() for s in range(3)]).detach()
+    if procs.ddp:
+        dist.all_reduce(loss_sums)
+    loss_sums = loss_sums.tolist()
+    counts = {k: v.tolist() for k, v in counts.items()}
+    loss = sum(loss_sums) / max(sum(counts['targets']), 1)
+    if not math.isfinite(loss):
+        fail(f"non-finite loss ({loss}) at step {step}: stopping without saving; "
+             f"the last good checkpoint is in {out_dir}. Lower learning_rate or check the data.")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float('inf'))
+    grad_norm = grad_norm.full_tensor() if fsdp else grad_norm  # FSDP2 returns a DTensor
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss, float(grad_norm), loss_sums, counts
+
+
+@torch.no_grad()
+def evaluate(model, raw_model, val_sets, procs):
+    """Mean validation loss per val set. FSDP needs every rank in every forward; DDP ranks split the
+    batches."""
+    model.eval()
+    losses = {}
+    for name, batches in val_sets.items():
+        total = torch.zeros((), device=procs.device)
+        count = torch.zeros((), device=procs.device)
+        for batch in (batches if fsdp else batches[procs.rank::procs.world_size]):
+            batch = to_device(batch, procs)
+            total += forward(model if fsdp else raw_model, raw_model, batch, procs).sum()
+            count += (batch['targets'] != -100).sum()
+        if procs.ddp and not fsdp:
+            dist.all_reduce(total)
+            dist.all_reduce(count)
+        losses[name] = (total / count.clamp(min=1)).item()
+    model.train()
+    return losses
+
+
+def write_checkpoint(path, raw_model, optimizer, procs, state, with_optimizer=True):
+    """state: model_args, tokenizer, config, step, lineage. A collective under FSDP: every rank calls it."""
+    # get_optimizer_state_dict gives an optimizer without state a zero-gradient step (at lr 0), which
+    # advances Adam's step count: ask for it only when it is saved, never before the first step
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=procs.ddp)
+    weights = get_model_state_dict(raw_model, options=options) if procs.ddp else raw_model.state_dict()
+    optim = get_optimizer_state_dict(raw_model, optimizer, options=options) if with_optimizer else None
+    if not procs.master:
+        return
+    checkpoint = dict(model=weights, rng=rng_state(), **state)
+    if with_optimizer:
+        checkpoint['optimizer'] = optim
+    save_checkpoint(path, checkpoint)
+
+
+class Log:
+    """log.jsonl beside the checkpoints, and Weights & Biases when wandb_log is set (master only)."""
+
+    def __init__(self, master, config):
+        self.master, self.path, self.wandb = master, os.path.join(out_dir, 'log.jsonl'), None
+        if master and wandb_log:
+            import wandb  # optional: only a run that asks for it needs the package
+            self.wandb = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir),
+                                    config=config, dir=out_dir)
+
+    def __call__(self, record):
+        if not self.master:
+            return
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in record.items() if v is not None}, step=record['step'])
+
+    def close(self):
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def step_record(step, loss, lr, grad_norm, loss_sums, counts, speed):
+    """The log record of a step: loss, learning rate, throughput, and the tokens per source."""
+    targets, positions = counts['targets'], counts['positions']
+    non_pad = max(positions[SEGMENT_SAMPLE] + positions[SEGMENT_TEXT], 1)
+    return dict(step=step, loss=loss, lr=lr, grad_norm=grad_norm, **speed,
+                image_fraction=positions[SEGMENT_SAMPLE] / non_pad,
+                text_fraction=positions[SEGMENT_TEXT] / non_pad,
+                pad_fraction=positions[SEGMENT_PAD] / max(sum(positions), 1),
+                sample_loss=(loss_sums[SEGMENT_SAMPLE] / targets[SEGMENT_SAMPLE]
+                             if targets[SEGMENT_SAMPLE] else None),
+                text_loss=loss_sums[SEGMENT_TEXT] / targets[SEGMENT_TEXT] if targets[SEGMENT_TEXT] else None)
+
+
+class Throughput:
+    """Tokens per second and MFU since the last log line."""
+
+    def __init__(self, raw_model, procs):
+        self.raw_model, self.procs = raw_model, procs
+        self.device_name = torch.cuda.get_device_name(procs.device) if procs.device_type == 'cuda' else 'cpu'
+        self.t_last, self.flops, self.tokens = time.time(), 0.0, 0
+
+    def add(self, batches, counts):
+        positions = sum(counts['positions'])
+        self.tokens += positions
+        if isinstance(self.raw_model, VLM):
+            num_images = (sum(int(b['has_image'].sum()) for b in batches) * self.procs.world_size
+                          if 'has_image' in batches[0] else 0)
+            self.flops += self.raw_model.flops_per_step(positions, num_images, block_size)
+        else:
+            self.flops += self.raw_model.flops_per_token(block_size) * positions
+
+    def read(self):
+        elapsed = time.time() - self.t_last
+        tokens_per_sec = self.tokens / elapsed
+        mfu = estimate_mfu(self.flops / self.tokens, tokens_per_sec / self.procs.world_size, self.device_name)
+        self.t_last, self.tokens, self.flops = time.time(), 0, 0.0
+        return dict(tokens_per_sec=tokens_per_sec, mfu=mfu)
+
+
+def print_step(record, max_steps):
+    mfu = f"{record['mfu'] * 100:.1f}%" if record['mfu'] is not None else "unknown peak"
+    parts = f", image {record['image_fraction']:.3f}" if stage == 'mixed' else ""
+    print(f"step {record['step']}/{max_steps}: loss {record['loss']:.4f}, lr {record['lr']:.2e}, "
+          f"grad norm {record['grad_norm']:.3f}, {record['tokens_per_sec']:,.0f} tok/s, MFU {mfu}{parts}")
+
+
+def shut_down(raw_model, procs, log, step):
+    """DDP replicas must hold the same weights (a mismatch means a broken gradient sync; FSDP has no
+    replicas), then the process group goes."""
+    if not procs.ddp:
+        log.close()
+        return
+    if not fsdp:
+        fingerprint = sum(t.double().sum().item() + t.double().abs().sum().item()
+                          for t in raw_model.state_dict().values())
+        fingerprints = [None] * procs.world_size
+        dist.all_gather_object(fingerprints, fingerprint)
+        log(dict(step=step, replica_fingerprints=fingerprints))
+        if len(set(fingerprints)) > 1 and procs.master:
+            print(f"warning: the replicas' weights differ: {fingerprints}")
+    log.close()
+    dist.barrier()  # let every rank finish its last collective before the process group goes away
+    dist.destroy_process_group()
+    # everything is saved and logged; on CPU (gloo) a background thread is sometimes torn down badly at
+    # interpreter exit ("terminate called without an active exception", exit -6), so leave directly
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+# -----------------------------------------------------------------------------
+
+def main():
+    config = fill_run_paths(configure(globals()))
+    check_config()
+    procs = setup_processes()
+    data = load_data()
+    try:
+        model, model_args, step, lineage, checkpoint = build_stage_model(config, data['text_manifest'])
+    except (OSError, ValueError) as e:
+        fail(f"model: {e}")
+    tokenizer = check_model_fits_data(model, checkpoint, data)
+    peak, warmup, max_steps = stage_schedule(checkpoint, lineage, data)
+    if isinstance(model, VLM) and model.freeze_vision and procs.device_type == 'cuda':
+        model.vision.to(getattr(torch, vision_dtype))
+    raw_model = model.to(procs.device)
+    model = wrap_model(raw_model, procs)
+    # after wrapping: fully_shard replaces the parameters with sharded ones, the optimizer must hold those
+    optimizer = make_optimizer(raw_model, peak, procs, checkpoint)
+    checkpoint = None  # free the memory
+    loader, val_sets = make_loaders(raw_model, data)
+    train(model, raw_model, optimizer, loader, val_sets, procs, config,
+          dict(model_args=model_args, tokenizer=tokenizer, config=config, step=step, lineage=lineage),
+          peak, warmup, max_steps)
+
+
+def train(model, raw_model, optimizer, loader, val_sets, procs, config, state, peak, warmup, max_steps):
+    """The loop: milestones, evaluation and ckpt.pt, a step, its log line; until max_steps, a signal or
+    stop_at_step. `state` is what every checkpoint holds besides weights, optimizer and RNG."""
+    stop_signal = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_signal.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: stop_signal.append(signum))
+    milestones_at = milestone_steps(milestones, max_steps) if stage == 'text' else {}
+    log, speed, start_step = Log(procs.master, config), Throughput(raw_model, procs), state['step']
+    if procs.master:
+        print(f"stage {stage}: {raw_model.num_params(exclude_embedding=False):,} parameters; "
+              f"{gradient_accumulation_steps * batch_size} rows x {block_size} tokens per step, {max_steps} "
+              f"steps; {procs.world_size} process(es) on {procs.device}; lr peak {peak:.2e}")
+    while True:
+        step = state['step']
+        if step in milestones_at and (step > start_step or step == 0):
+            name = f'ckpt_{round(milestones_at[step] * 100):03d}.pt'
+            write_checkpoint(os.path.join(out_dir, name), raw_model, optimizer, procs, state,
+                             with_optimizer=False)
+        if step % eval_interval == 0 or step == max_steps:
+            val = evaluate(model, raw_model, val_sets, procs)
+            if procs.master:
+                print(f"step {step}: " + ", ".join(f"{k} val loss {v:.4f}" for k, v in val.items()))
+            log(dict(step=step, **{f'val_{k}_loss': v for k, v in val.items()}, val_loss=val['text']))
+            if step > start_step:
+                write_checkpoint(os.path.join(out_dir, 'ckpt.pt'), raw_model, optimizer, procs, state)
+        if step >= max_steps:
+            break
+        lr = lr_at(step, max_steps, peak, min_lr, warmup)
+        batches = rank_batches(loader, step, procs.rank, procs.world_size, procs.micro_batches, batch_size)
+        loss, grad_norm, loss_sums, counts = train_step(model, raw_model, optimizer, batches, lr, procs, step)
+        state['step'] = step = step + 1
+        speed.add(batches, counts)
+        if step % log_interval == 0 or step == max_steps:
+            record = step_record(step, loss, lr, grad_norm, loss_sums, counts, speed.read())
+            if procs.master:
+                print_step(record, max_steps)
+            log(record)
+        if stop_signal or step == stop_at_step:
+            write_checkpoint(os.path.join(out_dir, 'ckpt.pt'), raw_model, optimizer, procs, state)
+            if procs.master:
+                reason = f"signal {stop_signal[0]}" if stop_signal else "stop_at_step"
+                print(f"{reason}: saved {out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
+            break
+    shut_down(raw_model, procs, log, state['step'])
 
 
 if __name__ == '__main__':

@@ -1,17 +1,15 @@
 """
-The vision encoder: a SigLIP vision tower written in plain PyTorch, the HF checkpoint loader,
-image preprocessing, and sigmoid-loss pre-training of small towers (the CPU study has no public
-weights to start from).
+The vision encoder: a SigLIP vision tower written in plain PyTorch, image preprocessing, the HF
+checkpoint loader and `save_siglip`, which writes a checkpoint in the HF SiglipModel layout.
 
     pixels = normalize(torch.from_numpy(images))     # (B, S, S, 3) uint8 -> (B, 3, S, S) float
     tower = load_siglip('siglip-so400m-patch14-384')  # HF safetensors checkpoint (file or folder)
     feats = tower(pixels)                             # (B, 729, 1152): block -2, no final norm
 
 Reads top to bottom: configs, preprocessing (decode -> RGB -> square uint8), the tower, the
-checkpoint loader, then the small text tower, the sigmoid loss and the training loop, and
-`save_siglip`, which writes a checkpoint in the HF SiglipModel layout.
+checkpoint loader, then the writer. Small towers are pre-trained from scratch by tower.py.
 
-    python vision.py info PATH     # config and parameter count of a checkpoint
+    python vision.py info --path=PATH     # config and parameter count of a checkpoint
 """
 import io
 import json
@@ -26,9 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
+import configurator
 from attention import attention
+from shards import atomic_write_bytes
 
 # -----------------------------------------------------------------------------
 # configs
@@ -63,23 +62,6 @@ PRESETS = {
 }
 # a checkpoint without config.json: the released SigLIP towers are told apart by width
 PRESET_BY_WIDTH = {1152: 'so400m-patch14-384', 768: 'base-patch16-224'}
-
-
-@dataclass
-class TextConfig:
-    """The small text tower trained against a small vision tower (HF SiglipTextModel layout)."""
-    vocab_size: int = 320  # the byte tokenizer of prepare_data.py, padded to 320
-    max_len: int = 32      # captions are padded / truncated to exactly this many tokens
-    width: int = 128
-    depth: int = 2
-    heads: int = 4
-    mlp_dim: int = 512
-    eps: float = 1e-6
-    pad_id: int = 256      # <|endoftext|> of the byte tokenizer
-
-    def __post_init__(self):
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by {self.heads} heads")
 
 
 # -----------------------------------------------------------------------------
@@ -175,7 +157,8 @@ def normalize(images, dtype=torch.float32):
     Images are stored as uint8; this runs on whatever device they are on (cheap to transfer)."""
     images = torch.as_tensor(images)
     if images.dtype != torch.uint8 or images.dim() < 3 or images.size(-1) != 3:
-        raise ValueError(f"normalize expects uint8 images (..., S, S, 3), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"normalize expects uint8 images (..., S, S, 3), "
+                         f"got {images.dtype} {tuple(images.shape)}")
     x = images.movedim(-1, -3).float() / 255.0
     return ((x - 0.5) / 0.5).to(dtype)
 
@@ -320,7 +303,8 @@ class SiglipVisionTower(nn.Module):
         n = self.layer_index(self.feature_layer if feature_layer is None else feature_layer)
         S = self.cfg.image_size
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (3, S, S):
-            raise ValueError(f"the tower expects normalised pixels (B, 3, {S}, {S}), got {tuple(pixels.shape)}")
+            raise ValueError(f"the tower expects normalised pixels (B, 3, {S}, {S}), "
+                             f"got {tuple(pixels.shape)}")
         layers = self.encoder['layers']
         if n > len(layers):
             raise ValueError(f"block {n} was dropped from this tower (it keeps {len(layers)} blocks)")
@@ -337,7 +321,8 @@ class SiglipVisionTower(nn.Module):
     def embed(self, pixels):
         """Pooled image embedding (B, C): final block, post_layernorm, MAP head."""
         if self.head is None:
-            raise ValueError("this tower has no MAP head (the checkpoint had none, or drop_unused removed it)")
+            raise ValueError("this tower has no MAP head "
+                             "(the checkpoint had none, or drop_unused removed it)")
         return self.head(self(pixels, feature_layer=-1))
 
     def drop_unused(self):
@@ -378,7 +363,8 @@ def _checkpoint_files(path):
         else:
             found = sorted(f for f in os.listdir(path) if f.endswith('.safetensors'))
             if len(found) != 1:
-                raise FileNotFoundError(f"{path}: expected model.safetensors or model.safetensors.index.json, "
+                raise FileNotFoundError(f"{path}: expected model.safetensors or "
+                                        f"model.safetensors.index.json, "
                                         f"found {found or 'no .safetensors file'}")
             return [os.path.join(path, found[0])], folder
     else:
@@ -442,7 +428,8 @@ def _config_from_json(file):
     vc = raw.get('vision_config', raw)  # SiglipConfig nests it; SiglipVisionConfig is flat
     # fields left out of an HF config.json take the SiglipVisionConfig defaults
     if vc.get('hidden_act', 'gelu_pytorch_tanh') not in ('gelu_pytorch_tanh', 'gelu_new'):
-        raise ValueError(f"{file}: hidden_act {vc['hidden_act']!r} is not the tanh GELU this tower implements")
+        raise ValueError(f"{file}: hidden_act {vc['hidden_act']!r} "
+                         f"is not the tanh GELU this tower implements")
     if vc.get('num_channels', 3) != 3:
         raise ValueError(f"{file}: num_channels {vc['num_channels']} (the tower takes RGB images)")
     return SiglipConfig(image_size=vc.get('image_size', 224), patch_size=vc.get('patch_size', 16),
@@ -462,9 +449,10 @@ def _config_from_tensors(shapes, mapping, where):
     positions = shape('embeddings.position_embedding.weight')[0]
     preset = PRESETS.get(PRESET_BY_WIDTH.get(width))
     if preset is None:
-        raise ValueError(f"{where}: no config.json beside the weights, and width {width} matches no known SigLIP "
-                         f"(1152 = so400m, 768 = base): the number of heads is not in the tensors. "
-                         f"Put the model's config.json (SiglipConfig or SiglipVisionConfig) next to the weights.")
+        raise ValueError(f"{where}: no config.json beside the weights, and width {width} matches no known "
+                         f"SigLIP (1152 = so400m, 768 = base): the number of heads is not in the tensors. "
+                         f"Put the model's config.json (SiglipConfig or SiglipVisionConfig) next to the "
+                         f"weights.")
     layers = {int(m.group(1)) for k in mapping if (m := re.match(r'encoder\.layers\.(\d+)\.', k))}
     return SiglipConfig(image_size=math.isqrt(positions) * patch, patch_size=patch, width=width,
                         depth=max(layers) + 1 if layers else 0, heads=preset.heads,
@@ -483,7 +471,10 @@ def load_siglip(path, feature_layer=-2, dtype=torch.float32):
     shapes = _read_shapes(files)
     mapping, unexpected = _vision_keys(shapes)
     config_file = os.path.join(folder, 'config.json')
-    cfg = _config_from_json(config_file) if os.path.exists(config_file) else _config_from_tensors(shapes, mapping, path)
+    if os.path.exists(config_file):
+        cfg = _config_from_json(config_file)
+    else:
+        cfg = _config_from_tensors(shapes, mapping, path)
     has_head = any(k.startswith('head.') for k in mapping)
     with torch.device('meta'):  # no time spent on a random init that the checkpoint overwrites
         tower = SiglipVisionTower(cfg, head=has_head, feature_layer=feature_layer)
@@ -509,238 +500,39 @@ def load_siglip(path, feature_layer=-2, dtype=torch.float32):
     return tower.eval()
 
 
-# -----------------------------------------------------------------------------
-# small towers from scratch: a text tower and the SigLIP sigmoid loss
-
-
-class TextTower(nn.Module):
-    """SigLIP's text tower (HF SiglipTextModel layout): token + position embeddings,
-    bidirectional pre-LN blocks over the caption padded to max_len, no attention mask, pooled at
-    the last position (a padding token for short captions, which SigLIP trains to summarise)."""
-
-    def __init__(self, cfg, embed_dim):
-        super().__init__()
-        self.cfg = cfg
-        self.embeddings = nn.ModuleDict(dict(
-            token_embedding=nn.Embedding(cfg.vocab_size, cfg.width),
-            position_embedding=nn.Embedding(cfg.max_len, cfg.width),
-        ))
-        self.encoder = nn.ModuleDict(dict(layers=nn.ModuleList(Block(cfg) for _ in range(cfg.depth))))
-        self.final_layer_norm = nn.LayerNorm(cfg.width, eps=cfg.eps)
-        self.head = nn.Linear(cfg.width, embed_dim)
-        self.apply(init_weights)
-
-    def forward(self, tokens):
-        """tokens (B, L) padded ids -> text embedding (B, embed_dim)."""
-        L = tokens.size(1)
-        x = self.embeddings['token_embedding'](tokens) + self.embeddings['position_embedding'].weight[:L]  # (B, L, C)
-        for block in self.encoder['layers']:
-            x = block(x)
-        return self.head(self.final_layer_norm(x)[:, -1])
-
-
-class SiglipModel(nn.Module):
-    """Vision tower + text tower + learned temperature and bias (HF SiglipModel layout)."""
-
-    def __init__(self, vision, text):
-        super().__init__()
-        self.vision_model = SiglipVisionTower(vision, head=True)
-        self.text_model = TextTower(text, vision.width)
-        self.logit_scale = nn.Parameter(torch.tensor([math.log(10.0)]))  # t' (the temperature is exp t')
-        self.logit_bias = nn.Parameter(torch.tensor([-10.0]))  # starts far negative: most pairs are negatives
-
-    def forward(self, pixels, tokens):
-        """-> logits (B_images, B_texts)."""
-        img = F.normalize(self.vision_model.embed(pixels), dim=-1)
-        txt = F.normalize(self.text_model(tokens), dim=-1)
-        return img @ txt.t() * self.logit_scale.exp() + self.logit_bias
-
-
-def sigmoid_loss(logits):
-    """SigLIP's loss over a (B, B + K) logit matrix whose first B columns hold the batch's captions
-    (the matching pairs on the diagonal) and whose K extra columns, if any, hold false captions:
-    -log sigmoid(label * logit), label +1 on the diagonal and -1 elsewhere, summed over all pairs
-    and divided by the batch size (as in the paper)."""
-    labels = 2 * torch.eye(*logits.shape, device=logits.device, dtype=logits.dtype) - 1
-    return -F.logsigmoid(labels * logits).sum() / logits.size(0)
-
-
-def pad_captions(captions, max_len, pad_id):
-    """Lists of token ids -> (N, max_len) int64 numpy, truncated or right-padded with pad_id."""
-    tokens = np.full((len(captions), max_len), pad_id, dtype=np.int64)
-    for i, ids in enumerate(captions):
-        ids = list(ids)[:max_len]
-        tokens[i, :len(ids)] = ids
-    return tokens
-
-
-def swap_one_word(tokens, groups, rng):
-    """False captions, as hard negatives: each caption with one word of a group (a shape name, say)
-    replaced by another word of that group which the caption does not already hold (a repeated word
-    would give the fake away). A batch of random captions differs in many words, so the sigmoid loss
-    is satisfied by the easiest (color, position) and never asks the tower for a hard one (shape); a
-    caption that differs from the true one in a single word does.
-    tokens (B, L) padded ids, groups: lists of token ids -> (K, L), K <= B: the captions that hold a
-    word of some group and have a word left to swap in."""
-    fakes = []
-    for row in tokens:
-        places = swap_places(row, groups)
-        if not places:
-            continue
-        i, others = places[int(rng.integers(len(places)))]
-        if others:
-            fake = row.copy()
-            fake[i] = others[int(rng.integers(len(others)))]
-            fakes.append(fake)
-    return np.stack(fakes) if fakes else tokens[:0]
-
-
-def swap_places(row, groups):
-    """[(position, words that may replace it)] for each word of a group in a caption's ids: the other
-    words of its group that the caption does not hold (possibly none)."""
-    group_of = {t: g for g in groups for t in g}
-    return [(i, [w for w in group_of[int(t)] if w not in row]) for i, t in enumerate(row) if int(t) in group_of]
-
-
-def _check_pairs(images, captions, vision, text):
-    S = vision.image_size
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (S, S, 3):
-        raise ValueError(f"images must be uint8 (N, {S}, {S}, 3) for this tower, got {images.dtype} {images.shape}")
-    if len(captions) != len(images):
-        raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    for i, ids in enumerate(captions):
-        if len(ids) == 0:
-            raise ValueError(f"caption {i} is empty")
-        if min(ids) < 0 or max(ids) >= text.vocab_size:
-            raise ValueError(f"caption {i} has a token id outside 0..{text.vocab_size - 1}")
-
-
-def train_tower(images, captions, model=None, vision='tiny', text=None, steps=1000, batch_size=64,
-                lr=5e-4, weight_decay=1e-4, warmup=50, grad_clip=1.0, seed=0, device='cpu', progress=True,
-                swap_groups=()):
-    """Pre-train a small SigLIP with the sigmoid loss on CPU (or any device).
-
-    images: uint8 (N, S, S, 3) numpy array or memmap; captions: N lists of token ids (truncated /
-    padded to text.max_len). model: a SiglipModel to continue training, else a new one of the
-    `vision` preset (name or SiglipConfig) and `text` TextConfig. AdamW, linear warmup then cosine
-    decay to lr/10, weight decay on matrices only, gradients clipped to norm grad_clip (0 = off).
-    swap_groups: lists of interchangeable token ids; each caption of a batch then also meets the image
-    as a hard negative with one of them swapped (swap_one_word). Returns the model in eval mode."""
-    if model is None:
-        vision = PRESETS[vision] if isinstance(vision, str) else vision
-        torch.manual_seed(seed)
-        model = SiglipModel(vision, text or TextConfig())
-    model.to(device).train()
-    vcfg, tcfg = model.vision_model.cfg, model.text_model.cfg
-    _check_pairs(images, captions, vcfg, tcfg)
-    tokens = pad_captions(captions, tcfg.max_len, tcfg.pad_id)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([
-        dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
-        dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0),
-    ], lr=lr, betas=(0.9, 0.95))
-    rng = np.random.default_rng(seed)
-    batch_size = min(batch_size, len(images))
-
-    def lr_at(step):
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        t = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-    # in a log file (the study's tower.log) a bar redrawn at every step is megabytes of carriage returns
-    bar = tqdm(range(steps), desc='siglip', disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 10)
-    for step in bar:
-        idx = np.sort(rng.choice(len(images), batch_size, replace=False))  # sorted: memmap-friendly reads
-        pixels = normalize(torch.from_numpy(np.ascontiguousarray(images[idx])).to(device))
-        texts = tokens[idx]
-        if swap_groups:
-            texts = np.concatenate([texts, swap_one_word(texts, swap_groups, rng)])  # (B + K, L)
-        logits = model(pixels, torch.from_numpy(texts).to(device))  # (B, B + K)
-        loss = sigmoid_loss(logits)
-        for group in optimizer.param_groups:
-            group['lr'] = lr_at(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        if progress and (step % 10 == 0 or step == steps - 1):  # .item() waits for the device: not at every step
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    return model.eval()
-
-
-@torch.no_grad()
-def retrieval_accuracy(model, images, captions):
-    """Image -> caption top-1 accuracy over one held-out batch. A retrieved caption with the same
-    tokens as the true one counts as correct (synthetic captions repeat)."""
-    tcfg = model.text_model.cfg
-    device = next(model.parameters()).device
-    tokens = pad_captions(captions, tcfg.max_len, tcfg.pad_id)
-    logits = model(normalize(torch.from_numpy(np.ascontiguousarray(images))).to(device),
-                   torch.from_numpy(tokens).to(device))
-    best = logits.argmax(dim=1).cpu().numpy()
-    return float(np.mean([(tokens[b] == tokens[i]).all() for i, b in enumerate(best)]))
-
-
-@torch.no_grad()
-def swap_accuracy(model, images, captions, groups):
-    """How often an image scores its caption above the same caption with one word of a group swapped
-    for another the caption does not hold (swap_places), over every such swap of every
-    caption: one random swap per caption makes the figure of a small held-out set swing by 0.15.
-    0.5 = a tower blind to those words. Retrieval saturates long before this does: the other captions
-    of a batch are told apart by easier words. Captions with nothing to swap are left out.
-    -> (accuracy, number of captions scored)."""
-    tcfg = model.text_model.cfg
-    device = next(model.parameters()).device
-    tokens = pad_captions(captions, tcfg.max_len, tcfg.pad_id)
-    fakes, owner = [], []  # every false caption, and the index of the caption it was made from
-    for k, row in enumerate(tokens):
-        for i, others in swap_places(row, groups):
-            for other in others:
-                fake = row.copy()
-                fake[i] = other
-                fakes.append(fake)
-                owner.append(k)
-    if not fakes:
-        return float('nan'), 0
-    keep = sorted(set(owner))
-    pixels = normalize(torch.from_numpy(np.ascontiguousarray(images[keep]))).to(device)
-    texts = np.concatenate([tokens[keep], np.stack(fakes)])  # (K + F, L): the captions, then every fake
-    logits = model(pixels, torch.from_numpy(texts).to(device))  # (K, K + F), one pass of each tower
-    K, row_of = len(keep), {k: j for j, k in enumerate(keep)}
-    rows = torch.tensor([row_of[k] for k in owner], device=logits.device)
-    true, fake = logits[rows, rows], logits[rows, K + torch.arange(len(fakes), device=logits.device)]
-    return float((true > fake).float().mean()), K
-
-
 def save_siglip(model, out_dir):
     """Write model.safetensors in the HF SiglipModel key layout and config.json (SiglipConfig
-    form), so that load_siglip (and transformers' SiglipModel) read it as a real checkpoint."""
-    save_file = _safetensors().torch.save_file
+    form), so that load_siglip (and transformers' SiglipModel) read it as a real checkpoint.
+    model: a SiglipModel of tower.py (vision_model, text_model, logit_scale, logit_bias). Each file
+    goes through a temporary name; model.safetensors comes last, so its presence means the
+    checkpoint is complete."""
+    save = _safetensors().torch.save
     os.makedirs(out_dir, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, os.path.join(out_dir, 'model.safetensors'), metadata={'format': 'pt'})
     v, t = model.vision_model.cfg, model.text_model.cfg
     config = {
         'model_type': 'siglip',
         'architectures': ['SiglipModel'],
-        'vision_config': dict(model_type='siglip_vision_model', hidden_size=v.width, intermediate_size=v.mlp_dim,
-                              num_hidden_layers=v.depth, num_attention_heads=v.heads, image_size=v.image_size,
+        'vision_config': dict(model_type='siglip_vision_model', hidden_size=v.width,
+                              intermediate_size=v.mlp_dim, num_hidden_layers=v.depth,
+                              num_attention_heads=v.heads, image_size=v.image_size,
                               patch_size=v.patch_size, layer_norm_eps=v.eps, num_channels=3,
-                              hidden_act='gelu_pytorch_tanh', vision_use_head=model.vision_model.head is not None),
+                              hidden_act='gelu_pytorch_tanh',
+                              vision_use_head=model.vision_model.head is not None),
         'text_config': dict(model_type='siglip_text_model', vocab_size=t.vocab_size, hidden_size=t.width,
-                            intermediate_size=t.mlp_dim, num_hidden_layers=t.depth, num_attention_heads=t.heads,
-                            max_position_embeddings=t.max_len, layer_norm_eps=t.eps, projection_size=v.width,
+                            intermediate_size=t.mlp_dim, num_hidden_layers=t.depth,
+                            num_attention_heads=t.heads, max_position_embeddings=t.max_len,
+                            layer_norm_eps=t.eps, projection_size=v.width,
                             hidden_act='gelu_pytorch_tanh', pad_token_id=t.pad_id),
     }
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-        json.dump(config, f, indent=2)
+    atomic_write_bytes(os.path.join(out_dir, 'config.json'), json.dumps(config, indent=2).encode())
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(os.path.join(out_dir, 'model.safetensors'), save(state, metadata={'format': 'pt'}))
 
 
 # -----------------------------------------------------------------------------
 
 def info(path):
+    """Print the config and the parameter counts of a checkpoint (a file, a folder or an index)."""
     tower = load_siglip(path, feature_layer=-1)
     files, _ = _checkpoint_files(path)
     shapes = _read_shapes(files)
@@ -752,92 +544,19 @@ def info(path):
     print(f"vision tower: {vision:,} parameters ({vision / 1e6:.1f}M); whole checkpoint: {total:,}")
 
 
-def word_groups(groups, tokenizer):
-    """'circle,square,...' strings -> lists of token ids, one per word as it reads inside a caption
-    (after a space); a word that is not a single token cannot be swapped in place and is refused."""
-    from prepare_data import encode, get_tokenizer
-    enc = get_tokenizer(tokenizer)
-    out = []
-    for group in groups:
-        words = [w for w in group.split(',') if w]
-        ids = [encode(enc, ' ' + w) for w in words]
-        for w, i in zip(words, ids):
-            if len(i) != 1:
-                raise ValueError(f"swap word {w!r} is {len(i)} tokens in the {tokenizer!r} tokenizer, not one")
-        if len(words) < 2:
-            raise ValueError(f"swap group {group!r} needs at least two words")
-        out.append([i[0] for i in ids])
-    return out
+INFO_DEFAULTS = dict(
+    path='',  # a .safetensors file, a folder or a sharded checkpoint's index .json
+)
 
 
-def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr=5e-4, seed=0, max_len=0,
-             swap_words=(), device='cpu'):
-    """Pre-train a small tower on prepared caption shards (the CPU study) and save it in the HF layout.
-    max_len: caption tokens the text tower reads; 0 = the longest caption, so none is cut (a cut
-    caption no longer describes its image, and the contrastive task stops teaching the tower).
-    swap_words: groups of interchangeable words ('circle,square,triangle'); each caption of a batch
-    also gets a false copy with one of them swapped, as a hard negative (see swap_one_word)."""
-    from prepare_data import ImageShards
-    shards = ImageShards(captions_dir, 'train')
-    manifest = shards.manifest
-    swap_groups = word_groups(swap_words, manifest['tokenizer'])
-    vision = PRESETS[preset]
-    if manifest['image_size'] != vision.image_size:
-        raise ValueError(f"{captions_dir}: images are {manifest['image_size']} px, preset '{preset}' takes {vision.image_size} px")
-    images = np.zeros((len(shards), vision.image_size, vision.image_size, 3), dtype=np.uint8)
-    caption_of = lambda sample: sample['tokens'][sample['loss_mask'] > 0][:-1].tolist()  # without its closing <|endoftext|>
-    captions = []
-    for i in range(len(shards)):
-        sample = shards[i]
-        images[i] = sample['image']
-        captions.append(caption_of(sample))
-    longest = max(len(c) for c in captions)
-    max_len = max_len or longest + 1  # + 1: the last position, where the text tower pools, is always padding
-    cut = sum(len(c) > max_len for c in captions)
-    if cut:
-        print(f"warning: {cut:,} of {len(captions):,} captions are longer than max_len={max_len} tokens and are cut")
-    text = TextConfig(vocab_size=manifest['vocab_size'], max_len=max_len, pad_id=manifest['eot_id'])
-    model = train_tower(images, captions, vision=preset, text=text, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                        swap_groups=swap_groups, device=device)
-    held_out = ImageShards(captions_dir, 'val')
-    if len(held_out) >= 8:
-        val = [held_out[i] for i in range(min(len(held_out), 256))]
-        val_images, val_captions = np.stack([v['image'] for v in val]), [caption_of(v) for v in val]
-        accuracy = retrieval_accuracy(model, val_images, val_captions)
-        print(f"image -> caption retrieval on {len(val)} held-out pairs: {accuracy:.3f} (chance {1 / len(val):.3f})")
-        if swap_groups:
-            accuracy, n = swap_accuracy(model, val_images, val_captions, swap_groups)
-            print(f"caption above each of its one-word swaps, {n} held-out pairs: {accuracy:.3f} (chance 0.5)")
-    save_siglip(model, out_dir)
-    print(f"saved {out_dir}/model.safetensors")
-    return model
+def main(argv=None):
+    command, settings = configurator.parse_command({'info': INFO_DEFAULTS}, argv, 'vision.py')
+    configurator.require(settings, 'path')
+    try:
+        info(settings['path'])
+    except (ValueError, OSError, ImportError) as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":
-    import argparse
-    parser = argparse.ArgumentParser(description='SigLIP towers: inspect a checkpoint, or pre-train a small one')
-    sub = parser.add_subparsers(dest='command', required=True)
-    p = sub.add_parser('info', help='config and parameter count of a checkpoint')
-    p.add_argument('path', help='a .safetensors file, a folder or an index .json')
-    p = sub.add_parser('pretrain', help='sigmoid-loss pre-training of a small tower on caption shards')
-    p.add_argument('--captions', required=True, help='a captions folder made by prepare_data.py')
-    p.add_argument('--out', required=True)
-    p.add_argument('--preset', default='tiny', choices=sorted(PRESETS))
-    p.add_argument('--steps', type=int, default=1000)
-    p.add_argument('--batch_size', type=int, default=64)
-    p.add_argument('--lr', type=float, default=5e-4)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--max_len', type=int, default=0, help='caption tokens read by the text tower (0 = the longest caption)')
-    p.add_argument('--swap_words', nargs='*', default=[], metavar='W1,W2,...',
-                   help='groups of interchangeable words: each caption also gets a copy with one swapped, as a hard negative')
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    args = parser.parse_args()
-    try:
-        if args.command == 'info':
-            info(args.path)
-        else:
-            pretrain(args.captions, args.out, args.preset, args.steps, args.batch_size, args.lr, args.seed, args.max_len,
-                     args.swap_words, args.device)
-    except (ValueError, OSError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    main()

@@ -1,6 +1,8 @@
 # Text pre-training of the 79M model (paper Table 2): d 512, 8 layers, 4 heads of 128, T 2048.
 # 512 sequences x 2048 tokens per step; ~1.6B tokens (20 tokens per parameter, Chinchilla).
+# Milestones ckpt_000.pt ... ckpt_100.pt in out_dir; config/mixed_79m.py starts from ckpt_080.pt.
 #   torchrun --standalone --nproc_per_node=8 train.py config/text_79m.py
+# out_dir: fixed, out/text_79m (one text run per size).
 out_dir = 'out/text_79m'
 text_data = 'data/dclm_gpt2'
 n_layer = 8

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, one step after another, everything teed to a log. A step that
-# fails or runs past its time limit is reported and the next one still runs (one GPU session, all the facts).
+# fails or runs past its time limit is reported and the next one still runs (one GPU session, all the
+# facts).
 # About 5 minutes on one H200 with cold caches (much of it compiling kernels and the compiled models).
 #   bash scripts/gpu_check.sh            # log: out/gpu_check.log (LOG=... to change)
 #   STEP_BATCH=0 bash scripts/gpu_check.sh   # bench.py step searches the largest micro-batch (slower)
@@ -32,13 +33,13 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton._
 XDIST=$($PYTHON -c "import xdist" 2>/dev/null && echo "-n 4")
 step 180 "attention kernel tests compiled for the GPU (bf16, fp16, fp32; D 72 and 128; causal, full, doc_ids)" \
     $PYTHON -m pytest -q $XDIST tests/test_attention_triton.py
-step 120 "attention benchmark" $PYTHON bench.py attention --iters 10
+step 120 "attention benchmark" $PYTHON bench.py attention --iters=10
 step 110 "training step of the 1B models, SDPA" \
-    $PYTHON bench.py step --batch_size "$STEP_BATCH" --warmup 2 --iters 5
+    $PYTHON bench.py step --batch_size="$STEP_BATCH" --warmup=2 --iters=5
 step 70 "training step of the frozen 1B VLM, Triton attention" \
-    $PYTHON bench.py step --batch_size "$STEP_BATCH" --warmup 2 --iters 5 --attention triton --models vlm_frozen_1b
+    $PYTHON bench.py step --batch_size="$STEP_BATCH" --warmup=2 --iters=5 --attention=triton --models=vlm_frozen_1b
 step 200 "training step of the 1B text model and the frozen 1B VLM, torch.compile" \
-    $PYTHON bench.py step --batch_size "$STEP_BATCH" --warmup 3 --iters 5 --compile --models text_1b,vlm_frozen_1b
+    $PYTHON bench.py step --batch_size="$STEP_BATCH" --warmup=3 --iters=5 --compile --models=text_1b,vlm_frozen_1b
 
 echo; echo "== done in ${SECONDS}s; ${#FAILED[@]} step(s) failed"
 for f in "${FAILED[@]}"; do echo "   FAILED: $f"; done

@@ -3,26 +3,59 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
+
+import bench as bench_module
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def bench(*args):
-    return subprocess.run([sys.executable, 'bench.py', *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, 'bench.py', *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
 
 
 def test_step_bench_runs_on_cpu_and_reports_every_model():
-    result = bench('step', '--device', 'cpu', '--models', 'text_tiny,vlm_tiny', '--batch_size', '1', '--warmup', '0',
-                   '--iters', '1')
+    result = bench('step', '--device=cpu', '--models=text_tiny,vlm_tiny', '--batch_size=1', '--warmup=0',
+                   '--iters=1')
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith('| text_tiny') or line.startswith('| vlm_tiny')]
+    rows = [line for line in result.stdout.splitlines()
+            if line.startswith('| text_tiny') or line.startswith('| vlm_tiny')]
     assert len(rows) == 2 and all('unknown peak' in r for r in rows)  # no peak FLOP/s for a CPU
 
 
 def test_gpu_benches_say_so_without_a_gpu():
-    import pytest
-    import torch
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the benches run for real")
     for command in ('attention', 'step'):
         result = bench(command)
         assert result.returncode == 0 and 'CUDA' in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['attention', '--dtype=fp32'], "--dtype must be bf16 or fp16, got 'fp32'"),
+    (['attention', '--iters=0'], "--warmup must be >= 0 and --iters >= 1"),
+    (['step', '--models=text_tiny,text_2b'], "--models: unknown 'text_2b'"),
+    (['step', '--attention=flash'], "--attention must be one of sdpa, triton, got 'flash'"),
+    (['step', '--batch_size=-1'], "--batch_size must be >= 0"),
+    (['step', '--compile=yes'], "--compile: config key 'compile' expects bool"),
+    (['cpu', '--threads=-2'], "--threads must be >= 0"),
+    (['cpu', '--dtype=bf16'], "--dtype: unknown config key 'dtype'"),
+    (['speed'], "bench.py takes a command (attention, step, cpu); 'speed' is not one"),
+    ([], "bench.py takes a command (attention, step, cpu); give one first"),
+])
+def test_bad_settings_are_one_line(argv, message):
+    with pytest.raises(SystemExit) as e:
+        bench_module.main(argv)
+    assert str(e.value).startswith('config error: ') and message in str(e.value) and '\n' not in str(e.value)
+
+
+def test_bare_flags_and_lists_parse():
+    import configurator
+    commands = {'attention': bench_module.ATTENTION_DEFAULTS, 'step': bench_module.STEP_DEFAULTS,
+                'cpu': bench_module.CPU_DEFAULTS}
+    command, settings = configurator.parse_command(
+        commands, ['step', '--compile', '--activation_checkpointing', '--models=text_tiny,vlm_tiny'])
+    assert command == 'step' and settings['compile'] is True and settings['activation_checkpointing'] is True
+    assert bench_module.check_settings(command, settings) is None

@@ -1,28 +1,196 @@
+"""The config layout: one base per stage and size, then overlays that own a few keys each. An arm
+overlay (config/arm_*.py) owns the encoder and projector, a start overlay (config/start_*.py) the text
+milestone, the learning-rate peak and the warmup; they commute, and out_dir's fields keep every run
+in a folder of its own."""
+import ast
 import glob
+import itertools
 import os
 
 import pytest
 
 import train
-from configurator import apply_config, config_keys
+from configurator import ConfigError, apply_config, config_keys
 
-CONFIGS = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(__file__)), 'config', '*.py')))
-
-
-@pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
-def test_every_config_applies_to_train_py(path):
-    config = apply_config(config_keys(vars(train)), [path])
-    assert config['stage'] in ('text', 'mixed', 'finetune')
-    if config['stage'] == 'mixed':
-        assert config['init_from'].endswith('ckpt_080.pt') and config['vision_init'] and config['caption_data']
-    if config['stage'] == 'finetune':
-        assert config['instruct_data'] and config['init_from'].endswith('ckpt.pt')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZES = ('1b', '79m')
+BASES = {'text': ['text_1b', 'text_79m', 'tiny_text'], 'mixed': ['mixed_1b', 'mixed_79m', 'tiny_mixed'],
+         'finetune': ['finetune_1b', 'finetune_79m', 'tiny_finetune']}
+STARTS = ['start_080', 'start_100']
+ARMS = ['arm_unfrozen', 'arm_mlp1']
+ARM_KEYS = {'freeze_vision', 'projector', 'vision_lr'}
+START_KEYS = {'init_from', 'learning_rate', 'warmup_iters'}
+DCLM_WARMUP = 5000 / 53406  # DCLM's 1B-1x warmup, as a fraction of the 1B mixed budget
 
 
-def test_ablation_arms_differ_only_where_they_should():
-    load = lambda name: apply_config(config_keys(vars(train)), [f'config/{name}.py'])
-    for size in ('1b', '79m'):
-        frozen, unfrozen, mlp1 = load(f'frozen_{size}'), load(f'unfrozen_{size}'), load(f'mlp1_{size}')
-        assert {k for k in frozen if frozen[k] != unfrozen[k]} == {'out_dir', 'freeze_vision'}
-        assert {k for k in frozen if frozen[k] != mlp1[k]} == {'out_dir', 'projector'}
-        assert frozen['freeze_vision'] and not unfrozen['freeze_vision'] and mlp1['projector'] == 'mlp1'
+def path(name):
+    return os.path.join(ROOT, 'config', f'{name}.py')
+
+
+def load(*names):
+    return apply_config(config_keys(vars(train)), [path(n) for n in names])
+
+
+def fill(config):
+    """(out_dir, init_from) with their fields filled in, by the rule the configs are written to:
+    {vision} 'frozen'/'unfrozen' from freeze_vision, {projector}; then from init_from {start} (the
+    milestone ckpt_NNN.pt -> NNN, else the file's name) and {parent} (the folder holding it)."""
+    fields = dict(vision='frozen' if config['freeze_vision'] else 'unfrozen', projector=config['projector'])
+    init_from = config['init_from'].format(**fields)
+    name = os.path.basename(init_from)
+    name = name[:-len('.pt')] if name.endswith('.pt') else name
+    fields.update(start=name[len('ckpt_'):] if name.startswith('ckpt_') else name,
+                  parent=os.path.basename(os.path.dirname(init_from)))
+    return config['out_dir'].format(**fields), init_from
+
+
+def combinations():
+    """Every base with every overlay it takes: start overlays after mixed bases, arm overlays after mixed
+    and finetune bases (none, one, or both arms)."""
+    arm_sets = [()] + [(a,) for a in ARMS] + [tuple(ARMS)]
+    for base in BASES['text']:
+        yield (base,)
+    for base in BASES['mixed']:
+        for start in [()] + [(s,) for s in STARTS]:
+            for arms in arm_sets:
+                yield (base,) + start + arms
+    for base in BASES['finetune']:
+        for arms in arm_sets:
+            yield (base,) + arms
+
+
+def assigned(name):
+    """The config keys a file assigns (private names and imports aside), whatever the values."""
+    tree = ast.parse(open(path(name)).read())
+    return {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) for t in node.targets
+            if isinstance(t, ast.Name) and not t.id.startswith('_')}
+
+
+def test_every_config_file_has_its_place_in_the_layout():
+    files = {os.path.splitext(os.path.basename(p))[0] for p in glob.glob(path('*'))}
+    assert files == set(sum(BASES.values(), [])) | set(STARTS) | set(ARMS)
+
+
+@pytest.mark.parametrize('names', list(combinations()), ids='+'.join)
+def test_every_base_and_overlay_combination_applies_to_train_py(names):
+    config = load(*names)
+    stage = next(s for s, bases in BASES.items() if names[0] in bases)
+    assert config['stage'] == stage
+    out_dir, init_from = fill(config)
+    assert '{' not in out_dir + init_from
+    if stage == 'mixed':
+        assert config['vision_init'] and config['caption_data']
+        milestone = 'ckpt_100.pt' if 'start_100' in names else 'ckpt_080.pt'
+        assert os.path.basename(init_from) == milestone
+        # from the same text run as the base: the start overlays serve every size
+        assert os.path.dirname(init_from) == os.path.dirname(load(names[0])['init_from'])
+    if stage == 'finetune':
+        assert config['instruct_data'] and init_from.endswith('ckpt.pt')
+    assert config['projector'] == ('mlp1' if 'arm_mlp1' in names else 'mlp2')
+    assert config['freeze_vision'] == ('arm_unfrozen' not in names)
+
+
+def test_every_file_names_its_usage():
+    for name in sum(BASES.values(), []) + STARTS + ARMS:
+        text = open(path(name)).read()
+        header = [line for line in text.splitlines() if line.startswith('#')]
+        assert any('train.py config/' in line for line in header), name
+        assert all(len(line) <= 110 for line in text.splitlines()), name
+    for name in sum(BASES.values(), []):  # a base says how its out_dir comes about
+        assert any(line.startswith('#') and 'out_dir:' in line for line in open(path(name))), name
+
+
+def test_overlays_own_only_their_keys():
+    for arm in ARMS:
+        assert assigned(arm) <= ARM_KEYS, arm
+    for start in STARTS:
+        assert assigned(start) <= START_KEYS, start
+    for base in BASES['mixed'] + BASES['finetune']:
+        config = load(base)
+        for arm in ARMS:
+            changed = {k for k, v in load(base, arm).items() if v != config[k]}
+            assert changed and changed <= ARM_KEYS, (base, arm, changed)
+    for base in BASES['mixed']:
+        config = load(base)
+        for start in STARTS:
+            changed = {k for k, v in load(base, start).items() if v != config[k]}
+            assert changed <= START_KEYS, (base, start, changed)
+    assert not load('mixed_1b', 'arm_unfrozen')['freeze_vision']
+    assert load('mixed_1b', 'arm_mlp1')['projector'] == 'mlp1'
+
+
+def test_overlays_commute():
+    for base in BASES['mixed']:
+        for overlays in itertools.product(STARTS, ARMS):
+            assert load(base, *overlays) == load(base, *reversed(overlays)), (base, overlays)
+        assert load(base, *ARMS) == load(base, *reversed(ARMS))
+        assert load(base, 'start_100', *ARMS) == load(base, ARMS[1], 'start_100', ARMS[0])
+
+
+def test_start_080_is_the_default_start():
+    for size in SIZES:
+        base = load(f'mixed_{size}')
+        assert load(f'mixed_{size}', 'start_080') == base
+        assert base['init_from'] == os.path.join(load(f'text_{size}')['out_dir'], 'ckpt_080.pt')
+        assert base['warmup_iters'] == 0
+    # the study's base keeps the after-text arm's 30 warmup steps (used only from the 100 % milestone)
+    tiny = load('tiny_mixed')
+    assert {k for k, v in load('tiny_mixed', 'start_080').items() if v != tiny[k]} == {'warmup_iters'}
+    assert tiny['init_from'] == os.path.join(load('tiny_text')['out_dir'], 'ckpt_080.pt')
+
+
+def test_start_100_rewarms_as_dclm_1b_1x():
+    at_1b = load('mixed_1b', 'start_100')
+    assert at_1b['warmup_iters'] == 5000 and at_1b['learning_rate'] == 3e-3
+    assert at_1b['init_from'] == 'out/text_1b/ckpt_100.pt'
+    at_79m = load('mixed_79m', 'start_100')
+    assert at_79m['learning_rate'] == 3e-3 and at_79m['init_from'] == 'out/text_79m/ckpt_100.pt'
+    # the same fraction of the 79M budget, to the nearest step
+    assert abs(at_79m['warmup_iters'] - DCLM_WARMUP * at_79m['max_iters']) <= 0.5
+    assert 0 < at_79m['warmup_iters'] < at_1b['warmup_iters']
+
+
+def test_a_start_overlay_refuses_a_base_of_another_stage():
+    for base in ('finetune_1b', 'text_1b'):
+        with pytest.raises(ConfigError, match='start_100.py: .*after a mixed-stage base'):
+            load(base, 'start_100')
+
+
+def test_every_arm_and_start_has_a_folder_of_its_own():
+    """out_dir filled in for every size, arm and start: no two runs share a folder, and a finetune
+    given an arm overlay starts from that arm's mixed-stage run and writes a folder of its own."""
+    arms = [(), ('arm_unfrozen',), ('arm_mlp1',)]
+    mixed_dirs, finetune_dirs = {}, {}
+    for size, arm in itertools.product(('1b', '79m', 'tiny'), arms):
+        base = 'tiny_mixed' if size == 'tiny' else f'mixed_{size}'
+        finetune = 'tiny_finetune' if size == 'tiny' else f'finetune_{size}'
+        for start in STARTS:
+            mixed_dirs[size, arm, start] = fill(load(base, start, *arm))[0]
+        out_dir, init_from = fill(load(finetune, *arm))
+        assert init_from == os.path.join(mixed_dirs[size, arm, 'start_080'], 'ckpt.pt')
+        finetune_dirs[size, arm] = out_dir
+        # the after-text arm's finetune: its mixed-stage run, named on the command line
+        after_text = os.path.join(mixed_dirs[size, arm, 'start_100'], 'ckpt.pt')
+        finetune_dirs[size, arm, 'start_100'] = fill(
+            apply_config(config_keys(vars(train)), [path(finetune)] + [path(a) for a in arm] +
+                         [f'--init_from={after_text}']))[0]
+    folders = list(mixed_dirs.values()) + list(finetune_dirs.values())
+    assert len(set(folders)) == len(folders), sorted(folders)
+    assert mixed_dirs['1b', (), 'start_080'] == 'out/mixed_1b/080_frozen_mlp2'
+    assert mixed_dirs['1b', (), 'start_100'] == 'out/mixed_1b/100_frozen_mlp2'
+    assert mixed_dirs['79m', ('arm_unfrozen',), 'start_080'] == 'out/mixed_79m/080_unfrozen_mlp2'
+    assert finetune_dirs['1b', ('arm_mlp1',)] == 'out/finetune_1b/080_frozen_mlp1'
+    assert finetune_dirs['1b', (), 'start_100'] == 'out/finetune_1b/100_frozen_mlp2'
+
+
+def test_the_study_arms_are_the_arm_overlays_settings():
+    """study.py spells its arms as overrides of config/tiny_mixed.py; they agree with the overlays."""
+    from study import ARMS as STUDY_ARMS
+    overlays = {'frozen_mlp2': (), 'unfrozen_mlp2': ('arm_unfrozen',), 'frozen_mlp1': ('arm_mlp1',),
+                'after_text_frozen_mlp2': ()}
+    assert set(STUDY_ARMS) == set(overlays)
+    for arm, names in overlays.items():
+        config = load('tiny_mixed', *names)
+        settings = {k: v for k, v in STUDY_ARMS[arm].items() if k != 'start'}
+        assert set(settings) == {'freeze_vision', 'projector'}
+        assert settings == {k: config[k] for k in settings}

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 import eval as ev
+import plots
 import sample
 from model import LM, VLM, LMConfig, lm_config, vlm_args
-from tokenizer import TOKENIZERS, chat_tokens, encode, get_tokenizer
+from tokenizer import TOKENIZERS, VQA_INSTRUCTION, chat_tokens, encode, get_tokenizer, vqa_prompt
 from vision import SiglipConfig
 
 EOT = TOKENIZERS['bytes']['eot_id']
@@ -45,7 +46,8 @@ def test_normalize_answer_follows_the_official_rules(raw, expected):
     assert ev.normalize_answer(raw) == expected
 
 
-@pytest.mark.parametrize('matches, expected', [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (7, 1.0), (10, 1.0)])
+@pytest.mark.parametrize('matches, expected', [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (7, 1.0),
+                                               (10, 1.0)])
 def test_vqa_accuracy_is_the_leave_one_out_average(matches, expected):
     answers = ['cat'] * matches + ['dog'] * (10 - matches)
     assert ev.vqa_accuracy('cat', answers) == pytest.approx(expected)
@@ -71,7 +73,8 @@ def test_stable_scores_hand_computed():
 # multiple choice: readers and scores from given log-likelihoods
 
 def test_acc_and_acc_norm_from_given_loglikelihoods():
-    items = [dict(id='a', query='q', choices=['x', 'longer choice'], gold=1),      # -2 vs -6.5: acc 0; per char -2 vs -0.5: norm 1
+    # a: -2 vs -6.5: acc 0; per char -2 vs -0.5: norm 1
+    items = [dict(id='a', query='q', choices=['x', 'longer choice'], gold=1),
              dict(id='b', query='q', choices=['ab', 'cd', 'ef'], gold=0),          # both pick 0
              dict(id='c', query='q', choices=['one', 'two', 'six', 'ten'], gold=3)]  # both pick 2
     lls = [[-2.0, -6.5], [-1.0, -3.0, -5.0], [-9.0, -8.0, -1.0, -4.0]]
@@ -85,18 +88,21 @@ def test_acc_and_acc_norm_from_given_loglikelihoods():
 
 
 def arc_record(stem, texts, labels, key, id_='q1'):
-    return {'id': id_, 'question': {'stem': stem, 'choices': [{'text': t, 'label': l} for t, l in zip(texts, labels)]},
+    choices = [{'text': t, 'label': l} for t, l in zip(texts, labels)]
+    return {'id': id_, 'question': {'stem': stem, 'choices': choices},
             'answerKey': key}
 
 
 def test_arc_jsonl_labels_and_prompt(tmp_path):
     path = tmp_path / 'arc.jsonl'
     rows = [arc_record('Which is hot?', ['ice', 'fire', 'snow'], ['A', 'B', 'C'], 'B', 'q1'),
-            arc_record('How many legs has a cat?', ['2', '4', '6', '8', '3'], ['1', '2', '3', '4', '5'], '2', 'q2')]
+            arc_record('How many legs has a cat?', ['2', '4', '6', '8', '3'], ['1', '2', '3', '4', '5'], '2',
+                       'q2')]
     path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n\n')
     items, problems = ev.load_mc(str(path))
     assert problems == []
-    assert items[0] == dict(id='q1', query='Question: Which is hot?\nAnswer:', choices=['ice', 'fire', 'snow'], gold=1)
+    assert items[0] == dict(id='q1', query='Question: Which is hot?\nAnswer:',
+                            choices=['ice', 'fire', 'snow'], gold=1)
     assert items[1]['gold'] == 1 and len(items[1]['choices']) == 5  # numeric labels: '2' is the second choice
     enc = get_tokenizer('bytes')
     context, continuation = ev.mc_requests(enc, items[:1])[1]
@@ -107,11 +113,13 @@ def test_hf_parquet_and_generic_jsonl_give_the_same_items(tmp_path):
     pa = pytest.importorskip('pyarrow')
     import pyarrow.parquet as pq
     table = pa.table({'id': ['q1'], 'question': ['Which is hot?'],
-                      'choices': [{'text': ['ice', 'fire', 'snow'], 'label': ['A', 'B', 'C']}], 'answerKey': ['B']})
+                      'choices': [{'text': ['ice', 'fire', 'snow'], 'label': ['A', 'B', 'C']}],
+                      'answerKey': ['B']})
     pq.write_table(table, tmp_path / 'arc.parquet')
     items, problems = ev.load_mc(str(tmp_path / 'arc.parquet'))
     assert problems == []
-    assert items == [dict(id='q1', query='Question: Which is hot?\nAnswer:', choices=['ice', 'fire', 'snow'], gold=1)]
+    assert items == [dict(id='q1', query='Question: Which is hot?\nAnswer:', choices=['ice', 'fire', 'snow'],
+                          gold=1)]
     generic = tmp_path / 'generic.jsonl'
     generic.write_text(json.dumps({'id': 'q1', 'query': 'Question: Which is hot?\nAnswer:',
                                    'choices': ['ice', 'fire', 'snow'], 'gold': 1}) + '\n')
@@ -122,9 +130,9 @@ def test_bad_multiple_choice_lines_are_named_and_skipped(tmp_path):
     path = tmp_path / 'mc.jsonl'
     path.write_text('\n'.join([
         json.dumps({'query': 'Q1', 'choices': ['a', 'b', 'c'], 'gold': 2}),
-        '{"query": "Q2", "choices": ["a", ',                                           # line 2: truncated JSON
-        json.dumps(arc_record('stem', ['x', 'y', 'z'], ['A', 'B', 'C'], 'D')),         # line 3: key not a label
-        json.dumps({'query': 'Q4', 'choices': ['a', 'b'], 'gold': 5}),                # line 4: gold out of range
+        '{"query": "Q2", "choices": ["a", ',                                    # line 2: truncated JSON
+        json.dumps(arc_record('stem', ['x', 'y', 'z'], ['A', 'B', 'C'], 'D')),  # line 3: key not a label
+        json.dumps({'query': 'Q4', 'choices': ['a', 'b'], 'gold': 5}),         # line 4: gold out of range
         json.dumps({'query': 'Q5', 'choices': ['a', 'b', 'c', 'd'], 'gold': 0}),
     ]) + '\n')
     items, problems = ev.load_mc(str(path))
@@ -139,7 +147,8 @@ def test_batched_loglikelihoods_equal_one_sequence_at_a_time():
     torch.manual_seed(0)
     lm = LM(LMConfig(vocab_size=320, block_size=48, n_layer=2, n_head=2, n_embd=32)).eval()
     g = torch.Generator().manual_seed(1)
-    requests = [(torch.randint(0, 256, (c,), generator=g).tolist(), torch.randint(0, 256, (n,), generator=g).tolist())
+    requests = [(torch.randint(0, 256, (c,), generator=g).tolist(),
+                 torch.randint(0, 256, (n,), generator=g).tolist())
                 for c, n in [(5, 1), (12, 4), (3, 7), (20, 2), (9, 9)]]
     batched = ev.loglikelihoods(lm, requests, batch_size=3, pad_id=EOT)
     for (context, continuation), got in zip(requests, batched):
@@ -162,10 +171,12 @@ def tiny_vlm(seed=0, block_size=128):
 def test_batched_vqa_generation_equals_one_at_a_time(tmp_path):
     model = tiny_vlm(seed=3).eval()
     enc = get_tokenizer('bytes')
-    questions = ['red?', 'what shape is the large object on the left?', 'how many?', 'is it blue or green or red?']
-    prompts = [ev.vqa_prompt(enc, q, model.num_patches) for q in questions]
+    questions = ['red?', 'what shape is the large object on the left?', 'how many?',
+                 'is it blue or green or red?']
+    prompts = [vqa_prompt(enc, q, model.num_patches) for q in questions]
     assert len({len(p) for p in prompts}) == 4
-    images = torch.randint(0, 256, (4, 12, 12, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(0, 256, (4, 12, 12, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
     batched = ev.generate_batch(model, prompts, images, 12, EOT)
     alone = [ev.generate_batch(model, [p], images[i:i + 1], 12, EOT)[0] for i, p in enumerate(prompts)]
     assert batched == alone
@@ -173,14 +184,16 @@ def test_batched_vqa_generation_equals_one_at_a_time(tmp_path):
     # the longest prompt leaves 128 - 121 = 7 new tokens; the others still get all 12 (a batch of their own)
     assert len(prompts[1]) == 121 and len(alone[1]) <= 7 and max(len(alone[i]) for i in (0, 2, 3)) == 12
     # one left-padded batch without the long prompt
-    assert ev.generate_batch(model, [prompts[i] for i in (0, 2, 3)], images[[0, 2, 3]], 12, EOT) == [alone[i] for i in (0, 2, 3)]
+    three = ev.generate_batch(model, [prompts[i] for i in (0, 2, 3)], images[[0, 2, 3]], 12, EOT)
+    assert three == [alone[i] for i in (0, 2, 3)]
     # the same through answer_questions (image files, decoding), batch of 3 against batch of 1
     items = []
     for i, q in enumerate(questions):
         Image.fromarray(images[i].numpy()).save(tmp_path / f'{i:012d}.png')
         items.append(dict(question_id=i, question=q, image=str(tmp_path / f'{i:012d}.png')))
     problems = []
-    assert ev.answer_questions(model, enc, items, 3, 12, problems) == ev.answer_questions(model, enc, items, 1, 12, problems)
+    assert (ev.answer_questions(model, enc, items, 3, 12, problems)
+            == ev.answer_questions(model, enc, items, 1, 12, problems))
     assert problems == []
 
 
@@ -194,7 +207,8 @@ def write_vqa_set(folder, rows, extra_questions=(), bad_images=()):
                                 answers=[dict(answer=a, answer_id=i + 1) for i, a in enumerate(answers)]))
         if image is not None:
             Image.fromarray(image).save(folder / 'images' / f'{image_id:012d}.png')
-    questions += [dict(question_id=qid, image_id=image_id, question=QUESTION) for qid, image_id in extra_questions]
+    questions += [dict(question_id=qid, image_id=image_id, question=QUESTION)
+                  for qid, image_id in extra_questions]
     for image_id in bad_images:
         (folder / 'images' / f'{image_id:012d}.png').write_bytes(b'this is not a png file')
     (folder / 'questions.json').write_text(json.dumps({'questions': questions}))
@@ -234,14 +248,14 @@ def test_limit_draws_a_fixed_seeded_subset(tmp_path):
 
 
 def test_results_file_missing_questions_and_malformed_entries(tmp_path):
-    rows = [(i, i, f'q{i}', [w] * 10, t, None) for i, (w, t) in enumerate([('yes', 'yes/no'), ('2', 'number'),
-                                                                          ('red', 'other'), ('no', 'yes/no')], 1)]
+    answers = [('yes', 'yes/no'), ('2', 'number'), ('red', 'other'), ('no', 'yes/no')]
+    rows = [(i, i, f'q{i}', [w] * 10, t, None) for i, (w, t) in enumerate(answers, 1)]
     write_vqa_set(tmp_path / 'set', rows)
     predictions = [{'question_id': 1, 'answer': 'Yes'}, {'question_id': 2, 'answer': 'two'},
                    {'question_id': 4, 'answer': 'yes'}, {'question_id': 3}]  # 3 has no answer
     (tmp_path / 'preds.json').write_text(json.dumps(predictions))
-    results = ev.main(['--predictions', str(tmp_path / 'preds.json'), '--tasks', f"myvqa={tmp_path / 'set'}",
-                       '--out', str(tmp_path / 'scores.json')])
+    results = ev.main([f"--predictions={tmp_path / 'preds.json'}", f"--tasks=myvqa={tmp_path / 'set'}",
+                       f"--out={tmp_path / 'scores.json'}"])
     task = results['tasks']['myvqa']
     assert task['n'] == 3 and task['skipped'] == 2
     assert any('entry 3' in p for p in task['skipped_examples'])
@@ -254,9 +268,9 @@ def test_results_file_missing_questions_and_malformed_entries(tmp_path):
 
 def test_a_missing_task_file_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit, match=r"multiple-choice file not found: .*nothing\.jsonl"):
-        ev.main(['--ckpt', str(tmp_path / 'ckpt.pt'), '--tasks', f"x={tmp_path / 'nothing.jsonl'}"])
+        ev.main([f"--ckpt={tmp_path / 'ckpt.pt'}", f"--tasks=x={tmp_path / 'nothing.jsonl'}"])
     with pytest.raises(SystemExit, match="unknown task 'vqa3'"):
-        ev.main(['--ckpt', str(tmp_path / 'ckpt.pt'), '--tasks', 'vqa3'])
+        ev.main([f"--ckpt={tmp_path / 'ckpt.pt'}", '--tasks=vqa3'])
 
 
 # -----------------------------------------------------------------------------
@@ -266,7 +280,7 @@ def training_rows(enc):
     """Per colour: a VQA row (chat template, loss on the answer) and a caption row (loss on the caption)."""
     rows = {}
     for color in COLORS:
-        vqa = chat_tokens(enc, [('user', f"{QUESTION}\n{ev.SHORT_ANSWER}"), ('assistant', color)], n_image=9)
+        vqa = chat_tokens(enc, [('user', f"{QUESTION}\n{VQA_INSTRUCTION}"), ('assistant', color)], n_image=9)
         caption = [EOT] + [IMAGE] * 9 + encode(enc, color) + [EOT]
         rows[color] = [vqa, (caption, [0] * 10 + [1] * (len(caption) - 10))]
     return rows
@@ -345,7 +359,7 @@ def reference_mc_accuracy(ckpt, items):
 
 def run_eval(root, data, run, capsys=None):
     tasks = f"colors={data / 'vqa'},facts={data / 'mc.jsonl'}"
-    ev.main(['--ckpt', str(root / run / 'ckpt.pt'), '--tasks', tasks, '--batch_size', '4', '--max_new_tokens', '8'])
+    ev.main([f"--ckpt={root / run / 'ckpt.pt'}", f'--tasks={tasks}', '--batch_size=4', '--max_new_tokens=8'])
     return json.loads((root / run / 'results.json').read_text())
 
 
@@ -357,7 +371,8 @@ def test_trained_checkpoint_beats_chance_and_untrained_does_not(checkpoints, cap
 
     colors = trained['tasks']['colors']
     assert colors['kind'] == 'vqa' and colors['group'] == 'vision'
-    assert colors['n'] == 8 and colors['skipped'] == 2  # the garbage image and the question without annotation
+    # skipped: the garbage image and the question without annotation
+    assert colors['n'] == 8 and colors['skipped'] == 2
     assert 'question_id 200' in err and 'question_id 300: no annotation' in err
     assert colors['acc'] > 0.85  # 4 colours: an answerer blind to the image scores 0.25 at best
     assert untrained['tasks']['colors']['acc'] < 0.1 and untrained['tasks']['colors']['chance'] == 0.0
@@ -365,18 +380,20 @@ def test_trained_checkpoint_beats_chance_and_untrained_does_not(checkpoints, cap
 
     predictions = json.loads((root / 'trained_s0' / 'predictions_colors.json').read_text())
     assert len(predictions) == 8 and set(predictions[0]) == {'question_id', 'answer'}
-    assert sum(p['answer'] == ['red', 'green', 'blue', 'yellow'][(p['question_id'] - 100) % 4] for p in predictions) >= 7
+    expected = lambda p: ['red', 'green', 'blue', 'yellow'][(p['question_id'] - 100) % 4]
+    assert sum(p['answer'] == expected(p) for p in predictions) >= 7
 
     facts = trained['tasks']['facts']
     assert facts['kind'] == 'mc' and facts['n'] == 3 and facts['skipped'] == 1
     assert facts['chance'] == pytest.approx((1 / 3 + 1 / 4 + 1 / 2) / 3)
     assert facts['acc'] == pytest.approx(reference_mc_accuracy(str(root / 'trained_s0' / 'ckpt.pt'), mc))
-    assert trained['text_stable_score'] == pytest.approx((facts['acc'] - facts['chance']) / (1 - facts['chance']))
+    text_score = (facts['acc'] - facts['chance']) / (1 - facts['chance'])
+    assert trained['text_stable_score'] == pytest.approx(text_score)
     assert trained["step"] == 100 and trained['group'] == 'trained' and trained['seed'] == 0
 
     # the written results file scores the same through --predictions
-    rescored = ev.main(['--predictions', str(root / 'trained_s0' / 'predictions_colors.json'),
-                        '--tasks', f"colors={data / 'vqa'}", '--out', str(root / 'rescored.json')])
+    rescored = ev.main([f"--predictions={root / 'trained_s0' / 'predictions_colors.json'}",
+                        f"--tasks=colors={data / 'vqa'}", f"--out={root / 'rescored.json'}"])
     assert rescored['tasks']['colors']['acc'] == pytest.approx(colors['acc'])
 
 
@@ -385,12 +402,26 @@ def test_sample_answers_and_captions_an_image(checkpoints, tmp_path):
     ckpt = str(root / 'trained_s0' / 'ckpt.pt')
     for color in ('green', 'yellow'):
         Image.fromarray(solid(color, np.random.default_rng(5))).save(tmp_path / 'photo.png')
-        common = ['--ckpt', ckpt, '--image', str(tmp_path / 'photo.png'), '--temperature', '0', '--num_samples', '1']
-        assert sample.main(common + ['--prompt', f"{QUESTION}\n{ev.SHORT_ANSWER}"]) == [color]
+        common = [f'--ckpt={ckpt}', f"--image={tmp_path / 'photo.png'}", '--temperature=0', '--num_samples=1']
+        assert sample.main(common + [f"--prompt={QUESTION}\n{VQA_INSTRUCTION}"]) == [color]
+        assert sample.main(common + ['--caption']) == [color]  # a bare flag
         assert sample.main(common + ['--caption=True']) == [color]
     (tmp_path / 'broken.png').write_bytes(b'not an image')
     with pytest.raises(SystemExit, match='broken.png'):
-        sample.main(['--ckpt', ckpt, '--image', str(tmp_path / 'broken.png'), '--prompt', 'hi'])
+        sample.main([f'--ckpt={ckpt}', f"--image={tmp_path / 'broken.png'}", '--prompt=hi'])
+
+
+def test_sample_settings_are_checked_in_one_line(capsys):
+    for argv, message in [(['--caption'], "config error: --caption needs --image=FILE"),
+                          (['--chat=yes'], "config error: --chat: config key 'chat' expects bool"),
+                          (['--ckpt', 'x.pt'], "config error: malformed argument"),
+                          (['--num_samples=0'],
+                           "config error: --num_samples and --max_new_tokens must be >= 1")]:
+        with pytest.raises(SystemExit) as e:
+            sample.main(argv)
+        assert str(e.value).startswith(message) and '\n' not in str(e.value), argv
+    settings = sample.parse_settings(['--chat', '--image=a.png', '--caption', '--prompt=3'])
+    assert settings['chat'] is True and settings['caption'] is True and settings['prompt'] == '3'
 
 
 # -----------------------------------------------------------------------------
@@ -400,18 +431,26 @@ def fake_results(folder, seed, vision, text, vqa, arc):
     os.makedirs(folder, exist_ok=True)
     tasks = dict(vqav2=dict(kind='vqa', group='vision', acc=vqa, chance=0.0),
                  arc_easy=dict(kind='mc', group='text', acc=arc, chance=0.25))
-    (folder / 'results.json').write_text(json.dumps(dict(group=ev.run_group(folder.name), seed=seed, tasks=tasks,
-                                                         vision_stable_score=vision, text_stable_score=text)))
+    results = dict(group=ev.run_group(folder.name), seed=seed, tasks=tasks, vision_stable_score=vision,
+                   text_stable_score=text)
+    (folder / 'results.json').write_text(json.dumps(results))
 
 
-def test_compare_groups_seeds_and_plots(tmp_path, capsys):
+def three_runs(tmp_path):
     fake_results(tmp_path / 'frozen_s0', 0, 0.40, 0.20, 0.40, 0.40)
     fake_results(tmp_path / 'frozen_s1', 1, 0.50, 0.30, 0.50, 0.475)
     fake_results(tmp_path / 'mlp1-seed3', 3, 0.30, 0.10, 0.30, 0.325)
-    runs = [str(tmp_path / name) for name in ('frozen_s0', 'mlp1-seed3', 'frozen_s1')]
-    ev.main(['--compare', *runs, '--plot', str(tmp_path / 'cmp.png')])
-    out = capsys.readouterr().out
-    lines = [l for l in out.splitlines() if l.startswith('|')]
+
+
+def compare_table(argv, capsys):
+    ev.main(argv)
+    return [l for l in capsys.readouterr().out.splitlines() if l.startswith('|')]
+
+
+def test_compare_groups_seeds_and_plots(tmp_path, capsys):
+    three_runs(tmp_path)
+    runs = ','.join(str(tmp_path / name) for name in ('frozen_s0', 'mlp1-seed3', 'frozen_s1'))
+    lines = compare_table([f'--compare={runs}', f"--plot={tmp_path / 'cmp.png'}"], capsys)
     assert lines[0] == '| config | seeds | Vision Stable | Text Stable | VQAv2 | ARC-easy |'
     # frozen: vision mean 45, sample std sqrt(((40-45)^2 + (50-45)^2) / 1) = 7.07
     assert lines[2] == '| frozen | 2 (0,1) | 45.0 ± 7.1 | 25.0 ± 7.1 | 45.0 ± 7.1 | 43.8 ± 5.3 |'
@@ -419,10 +458,69 @@ def test_compare_groups_seeds_and_plots(tmp_path, capsys):
     with Image.open(tmp_path / 'cmp.png') as im:
         assert im.format == 'PNG' and im.width > 300
         pixels = np.asarray(im.convert('RGB'))
-    assert (np.abs(pixels.astype(int) - ev.PALETTE[0]).sum(-1) == 0).sum() > 100  # frozen's bars are drawn
-    assert (np.abs(pixels.astype(int) - ev.PALETTE[1]).sum(-1) == 0).sum() > 100
+    assert (np.abs(pixels.astype(int) - plots.PALETTE[0]).sum(-1) == 0).sum() > 100  # frozen's bars are drawn
+    assert (np.abs(pixels.astype(int) - plots.PALETTE[1]).sum(-1) == 0).sum() > 100
+
+
+def test_compare_takes_globs_results_files_and_comma_lists_alike(tmp_path, capsys):
+    three_runs(tmp_path)
+    listed = compare_table([f"--compare={tmp_path / 'frozen_s0'},{tmp_path / 'frozen_s1'},"
+                            f"{tmp_path / 'mlp1-seed3'}"], capsys)
+    assert compare_table([f"--compare={tmp_path / '*'}"], capsys) == listed  # sorted within the glob
+    mixed = f"--compare={tmp_path / 'frozen_s?'},{tmp_path / 'mlp1-seed3' / 'results.json'}"
+    assert compare_table([mixed], capsys) == listed
+    assert len(listed) == 4
+    # the order of the items is the order of the rows
+    swapped = compare_table([f"--compare={tmp_path / 'mlp1-*'},{tmp_path / 'frozen_*'}"], capsys)
+    assert swapped[2:] == [listed[3], listed[2]]
+    with pytest.raises(SystemExit, match=r"error: --compare: '.*nothing_\*' matches nothing"):
+        ev.main([f"--compare={tmp_path / 'nothing_*'}"])
+
+
+def test_load_results_reads_a_run_folder_or_a_results_file(tmp_path):
+    three_runs(tmp_path)
+    results = ev.load_results(str(tmp_path / 'frozen_s0'))
+    assert results == ev.load_results(str(tmp_path / 'frozen_s0' / 'results.json'))
+    assert results['seed'] == 0 and results['group'] == 'frozen'
+    os.makedirs(tmp_path / 'empty')
+    (tmp_path / 'bad.json').write_text('{"tasks": [')
+    (tmp_path / 'other.json').write_text('[1, 2]')
+    for path, message in [(tmp_path / 'empty', r"empty: no results\.json"),
+                          (tmp_path / 'missing', r"missing: no such run folder"),
+                          (tmp_path / 'bad.json', r"bad\.json: not a valid JSON file"),
+                          (tmp_path / 'other.json', r"other\.json: not a results\.json written by eval\.py")]:
+        with pytest.raises(ev.EvalError, match=message) as e:
+            ev.load_results(str(path))
+        assert '\n' not in str(e.value)
+
+
+@pytest.mark.parametrize('argv, message', [
+    ([], "give exactly one of --ckpt, --predictions, --compare (got none)"),
+    (['--ckpt=a.pt', '--compare=b'],
+     "give exactly one of --ckpt, --predictions, --compare (got --ckpt, --compare)"),
+    (['--ckpt=a.pt', '--plot=x.png'], "--plot goes with --compare"),
+    (['--ckpt=a.pt', '--limit=-1'], "--limit must be >= 0"),
+    (['--ckpt=a.pt', '--batch_size=0'], "--batch_size must be >= 1"),
+    (['--ckpt=a.pt', '--max_new_tokens=0'], "--max_new_tokens must be >= 1"),
+    (['--ckpt=a.pt', '--dtype=float8'], "--dtype must be one of float32, bfloat16, float16, got 'float8'"),
+    (['--ckpt=a.pt', '--limit=some'], "--limit: config key 'limit' expects int"),
+    (['--ckpt', 'a.pt'], "malformed argument '--ckpt'"),
+])
+def test_eval_settings_are_checked_in_one_line(argv, message):
+    with pytest.raises(SystemExit) as e:
+        ev.main(argv)
+    assert str(e.value).startswith('config error: ' + message) and '\n' not in str(e.value)
 
 
 def test_run_group_strips_the_seed_suffix():
-    assert [ev.run_group(n) for n in ('frozen_s0', 'frozen-s12', 'unfrozen_1b_seed3', 'mlp1-seed0', 'tiny_s', 'v2s1')] == \
-        ['frozen', 'frozen', 'unfrozen_1b', 'mlp1', 'tiny_s', 'v2s1']
+    names = ('frozen_s0', 'frozen-s12', 'unfrozen_1b_seed3', 'mlp1-seed0', 'tiny_s', 'v2s1')
+    assert [ev.run_group(n) for n in names] == ['frozen', 'frozen', 'unfrozen_1b', 'mlp1', 'tiny_s', 'v2s1']
+
+
+def test_help_shows_the_tasks_and_every_key(capsys):
+    for main, words in ((ev.main, ('Tasks (--tasks', 'shapes_root', 'max_new_tokens')),
+                        (sample.main, ('--caption', 'temperature', 'top_k'))):
+        with pytest.raises(SystemExit) as e:
+            main(['--help'])
+        out = capsys.readouterr().out
+        assert e.value.code in (0, None) and all(w in out for w in words)

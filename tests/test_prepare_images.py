@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 import vision
-from prepare_data import (TOKENIZERS, ImageShards, chat_tokens, get_tokenizer, main, prepare_images, prepare_shapes,
-                          read_manifest, read_token_shard)
+from prepare_data import main, prepare_images, prepare_shapes
+from shards import ImageShards, read_manifest, read_token_shard
+from tokenizer import TOKENIZERS, chat_tokens, get_tokenizer
 
 EOT, IMAGE = TOKENIZERS['bytes']['eot_id'], TOKENIZERS['bytes']['image_id']
 SIZE, POSITIONS = 16, 4  # a 16 px encoder input with 4 patches: no known encoder, so positions are given
@@ -63,11 +64,13 @@ def check_caption_sample(sample, caption, image):
 
 
 def test_webdataset_tar_with_good_and_bad_members(tmp_path, capsys):
-    good = {f'{i:04d}': (image_bytes(i, fmt), f"caption number {i}") for i, fmt in enumerate(['PNG', 'JPEG', 'WEBP'])}
+    good = {f'{i:04d}': (image_bytes(i, fmt), f"caption number {i}")
+            for i, fmt in enumerate(['PNG', 'JPEG', 'WEBP'])}
     members = []
     for key, (data, caption) in good.items():
         ext = {b'\x89P': 'png', b'\xff\xd8': 'jpg', b'RI': 'webp'}[data[:2]]
-        members += [(f'{key}.{ext}', data), (f'{key}.txt', caption.encode()), (f'{key}.json', b'{"url": "x"}')]
+        members += [(f'{key}.{ext}', data), (f'{key}.txt', caption.encode()),
+                    (f'{key}.json', b'{"url": "x"}')]
     members += [('0100.jpg', corrupt_jpeg()), ('0100.txt', b'a corrupt image'),
                 ('0101.png', image_bytes(101)),                                # no caption
                 ('0102.bmp', image_bytes(102, 'BMP')), ('0102.txt', b'bmp'),   # unsupported extension
@@ -100,7 +103,8 @@ def test_webdataset_tar_with_good_and_bad_members(tmp_path, capsys):
 
 
 def test_truncated_tar_keeps_the_samples_before_the_cut(tmp_path):
-    members = [m for i in range(4) for m in [(f'{i:04d}.png', image_bytes(i)), (f'{i:04d}.txt', f'cap {i}'.encode())]]
+    members = [m for i in range(4)
+               for m in [(f'{i:04d}.png', image_bytes(i)), (f'{i:04d}.txt', f'cap {i}'.encode())]]
     write_tar(tmp_path / 'whole.tar', members)
     with tarfile.open(tmp_path / 'whole.tar') as tar:
         third = tar.getmember('0002.png')
@@ -123,12 +127,13 @@ def test_llava_pretrain_json(tmp_path, capsys):
             {'from': 'human', 'value': 'Render a clear and concise summary of the photo.\n<image>'},
             {'from': 'gpt', 'value': f'a photo of thing {i}'}]})
     (root / '00000' / 'bad.jpg').write_bytes(corrupt_jpeg())
-    entries.append({'id': 'corrupt', 'image': '00000/bad.jpg', 'conversations': entries[0]['conversations']})
-    entries.append({'id': 'missing', 'image': '00000/nowhere.jpg', 'conversations': entries[0]['conversations']})
-    entries.append({'id': 'nocaption', 'image': '00000/0.jpg', 'conversations': entries[0]['conversations'][:1]})
+    turns = entries[0]['conversations']
+    entries.append({'id': 'corrupt', 'image': '00000/bad.jpg', 'conversations': turns})
+    entries.append({'id': 'missing', 'image': '00000/nowhere.jpg', 'conversations': turns})
+    entries.append({'id': 'nocaption', 'image': '00000/0.jpg', 'conversations': turns[:1]})
     (tmp_path / 'blip_laion_cc_sbu_558k.json').write_text(json.dumps(entries))
-    manifest = prepare_images('captions', [str(tmp_path / 'blip_laion_cc_sbu_558k.json')], str(tmp_path / 'out'),
-                              images=str(root), shard_size=3, **SETTINGS)
+    manifest = prepare_images('captions', [str(tmp_path / 'blip_laion_cc_sbu_558k.json')],
+                              str(tmp_path / 'out'), images=str(root), shard_size=3, **SETTINGS)
     samples = all_samples(tmp_path / 'out')
     assert sorted(samples) == [f'00000{i}' for i in range(5)]
     for i in range(5):
@@ -157,22 +162,24 @@ def test_image_folder_with_captions_jsonl_via_the_command_line(tmp_path, capsys)
     lines.append(json.dumps({'image': 'img/1.png', 'caption': ''}))
     (folder / 'captions.jsonl').write_text('\n'.join(lines) + '\n')
     out = tmp_path / 'out'
-    main(['captions', '--input', str(folder), '--out', str(out), '--tokenizer', 'bytes', '--image_size', str(SIZE),
-          '--image_positions', str(POSITIONS), '--val_fraction', '0.4', '--shard_size', '3', '--workers', '2'])
+    main(['captions', f'--input={folder}', f'--out={out}', '--tokenizer=bytes', f'--image_size={SIZE}',
+          f'--image_positions={POSITIONS}', '--val_fraction=0.4', '--shard_size=3', '--workers=2'])
     manifest = read_manifest(str(out), kind='captions')
     samples = all_samples(out)
     assert sorted(samples) == [f'img/{i}.png' for i in range(7)]
     for i in range(7):
         check_caption_sample(samples[f'img/{i}.png'], f'shape {i} on grey', str(folder / 'img' / f'{i}.png'))
-    assert {r: n for r, n in manifest['skipped'].items() if n} == {'bad_json': 1, 'missing_image': 1, 'empty_caption': 1}
+    assert {r: n for r, n in manifest['skipped'].items() if n} == {'bad_json': 1, 'missing_image': 1,
+                                                                    'empty_caption': 1}
     assert manifest['num_samples']['train'] > 0 and manifest['num_samples']['val'] > 0
     assert manifest['num_tokens']['train'] == ImageShards(str(out)).lengths().sum()
     # the split follows the source id, not the shard boundaries or the number of workers
     other = tmp_path / 'other'
-    prepare_images('captions', [str(folder / 'captions.jsonl')], str(other), **dict(SETTINGS, val_fraction=0.4),
-                   shard_size=100)
-    assert {s['source'] for s in (ImageShards(str(other), 'val')[i] for i in range(manifest['num_samples']['val']))} \
-        == {s['source'] for s in (ImageShards(str(out), 'val')[i] for i in range(manifest['num_samples']['val']))}
+    prepare_images('captions', [str(folder / 'captions.jsonl')], str(other),
+                   **dict(SETTINGS, val_fraction=0.4), shard_size=100)
+    n_val = manifest['num_samples']['val']
+    assert {s['source'] for s in (ImageShards(str(other), 'val')[i] for i in range(n_val))} \
+        == {s['source'] for s in (ImageShards(str(out), 'val')[i] for i in range(n_val))}
     assert 'images/s' in capsys.readouterr().out
 
 
@@ -201,11 +208,13 @@ def test_llava_instruct_conversations(tmp_path, capsys):
     samples = all_samples(tmp_path / 'out')
     enc = get_tokenizer('bytes')
     expected = {
-        'img-start': ([('user', 'What is it?'), ('assistant', 'A cat.'), ('user', 'Color?'), ('assistant', 'Black.')], 'coco/a.jpg'),
+        'img-start': ([('user', 'What is it?'), ('assistant', 'A cat.'), ('user', 'Color?'),
+                       ('assistant', 'Black.')], 'coco/a.jpg'),
         'img-end': ([('user', 'Describe it.'), ('assistant', 'Noise.')], 'coco/b.png'),
         'text-only': ([('user', 'Capital of France?'), ('assistant', 'Paris.')], None),
         'trailing': ([('user', 'One?'), ('assistant', '1')], None),
-        'long': ([('user', 'Q1?'), ('assistant', 'A1.'), ('user', 'Q2?'), ('assistant', 'A2.')], None),  # cut at a turn
+        # cut at a turn
+        'long': ([('user', 'Q1?'), ('assistant', 'A1.'), ('user', 'Q2?'), ('assistant', 'A2.')], None),
     }
     assert sorted(samples) == sorted(list(expected) + ['long-answer'])
     for source, (turns, image) in expected.items():
@@ -235,7 +244,8 @@ def test_llava_instruct_conversations(tmp_path, capsys):
 
 
 def file_states(folder):
-    return {name: (hashlib.sha256((folder / name).read_bytes()).hexdigest(), os.stat(folder / name).st_mtime_ns)
+    return {name: (hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+                   os.stat(folder / name).st_mtime_ns)
             for name in sorted(os.listdir(folder))}
 
 
@@ -313,6 +323,23 @@ def test_reader_rejects_damaged_shards(small_shards):
 def test_image_positions_must_match_a_known_encoder(tmp_path):
     with pytest.raises(ValueError, match='image_positions'):
         prepare_images('captions', [str(tmp_path)], str(tmp_path / 'out'), tokenizer='bytes', image_size=SIZE)
+    # on the command line, one line
+    with pytest.raises(SystemExit, match=f'^error: no known encoder takes {SIZE}px images .* --image_pos'):
+        main(['captions', f'--input={tmp_path}', f"--out={tmp_path / 'out'}", '--tokenizer=bytes',
+              f'--image_size={SIZE}'])
+
+
+@pytest.mark.parametrize('args, message', [
+    (['llava', '--out=x'], r'^config error: --input=\.\.\. is required$'),
+    (['shapes', '--n_caption=1.5'], r"^config error: --n_caption expects an integer, got 1\.5$"),
+    (['shapes', '--text_mb=much'], r"^config error: --text_mb expects a number, got 'much'$"),
+    (['shapes', '--n_val=0'], r'^error: n_val must be a positive integer, got 0$'),
+    (['shapes', '--image_positions=none'], r"^config error: --image_positions: .* expects int"),
+])
+def test_command_line_mistakes_are_one_line(tmp_path, args, message):
+    with pytest.raises(SystemExit, match=message):
+        main(args + [f"--out={tmp_path / 'out'}"] if args[0] == 'shapes' else args)
+    assert not (tmp_path / 'out').exists()
 
 
 SHAPES_SIZES = dict(n_caption=12, n_instruct=8, n_instruct_text=4, n_val=3, text_mb=0.02, n_mc=5)
@@ -320,23 +347,28 @@ SHAPES_SIZES = dict(n_caption=12, n_instruct=8, n_instruct_text=4, n_val=3, text
 
 def test_prepare_shapes_end_to_end(tmp_path, capsys):
     out = tmp_path / 'shapes'
-    manifests = prepare_shapes(str(out), seed=0, workers=2, **SHAPES_SIZES)
+    sizes = [f'--{k}={v}' for k, v in SHAPES_SIZES.items()]
+    manifests = main(['shapes', f'--out={out}', '--seed=0', '--workers=2'] + sizes)
     world = json.loads((out / 'raw' / 'world.json').read_text())
     captions, instruct, text = (read_manifest(str(out / k)) for k in ('captions', 'instruct', 'text'))
     assert (captions['kind'], instruct['kind'], text['kind']) == ('captions', 'instruct', 'text')
-    assert captions['image_size'] == 48 and captions['image_positions'] == 9 and captions['tokenizer'] == 'shapes'
+    assert captions['image_size'] == 48 and captions['image_positions'] == 9
+    assert captions['tokenizer'] == 'shapes'
     assert sum(captions['num_samples'].values()) == world['counts']['caption_images']
     assert sum(instruct['num_samples'].values()) == world['counts']['instruct_images'] + \
         world['counts']['instruct_text_conversations']
-    assert text['num_documents']['val'] == world['counts']['val_documents']  # the held-out file is the val split
+    # the held-out file is the val split
+    assert text['num_documents']['val'] == world['counts']['val_documents']
     # a caption sample holds the world's image and caption
-    rows = [json.loads(line) for line in (out / 'raw' / 'captions' / 'captions.jsonl').read_text().splitlines()]
+    raw = out / 'raw'
+    rows = [json.loads(line) for line in (raw / 'captions' / 'captions.jsonl').read_text().splitlines()]
     sample = ImageShards(str(out / 'captions'))[0]
     row = next(r for r in rows if r['image'] == sample['source'])
     assert text_of(sample['tokens'], 'shapes') == row['caption']
-    np.testing.assert_array_equal(sample['image'], np.asarray(Image.open(out / 'raw' / 'captions' / row['image'])))
-    assert read_token_shard(str(out / 'text' / text['shards']['val'][0]['name'])).size == text['num_tokens']['val']
-    assert (out / 'raw' / 'vqa' / 'questions.json').is_file() and (out / 'raw' / 'text_mc' / 'arc_shapes.jsonl').is_file()
+    np.testing.assert_array_equal(sample['image'], np.asarray(Image.open(raw / 'captions' / row['image'])))
+    val_shard = out / 'text' / text['shards']['val'][0]['name']
+    assert read_token_shard(str(val_shard)).size == text['num_tokens']['val']
+    assert (raw / 'vqa' / 'questions.json').is_file() and (raw / 'text_mc' / 'arc_shapes.jsonl').is_file()
     capsys.readouterr()
     assert prepare_shapes(str(out), seed=0, workers=2, **SHAPES_SIZES) == manifests
     printed = capsys.readouterr().out

@@ -1,10 +1,14 @@
-"""Tests of the shapes world: determinism, balance, that images carry the answers, file formats, and
-that the text corpus teaches what the multiple-choice questions ask."""
+"""Tests of the shapes world (shapes.py, shapes_text.py): determinism, balance, that images carry the
+answers, file formats, the command line, and that the text corpus teaches what the multiple-choice
+questions ask."""
+import ast
 import hashlib
 import json
 import math
 import os
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -12,7 +16,9 @@ import pytest
 from PIL import Image
 
 import shapes
+import shapes_text
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(image_size=48, n_caption=40, n_instruct=150, n_instruct_text=30, n_val=100,
              val_questions_per_image=4, text_mb=0.3, n_mc=200)
 TINY = dict(image_size=48, n_caption=6, n_instruct=8, n_instruct_text=4, n_val=6, text_mb=0.03, n_mc=20)
@@ -54,9 +60,23 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     a, b, c = hashes(tmp_path / 'a'), hashes(tmp_path / 'b'), hashes(tmp_path / 'c')
     assert len(a) > 20 and a == b
     assert a.keys() == c.keys()
-    for path in ['captions/captions.jsonl', 'instruct/llava.json', 'vqa/questions.json', 'vqa/annotations.json',
-                 'text/corpus.jsonl', 'text/val.jsonl', 'text_mc/arc_shapes.jsonl', 'vqa/images/000000000001.png']:
+    for path in TEXT_FILES + ['vqa/images/000000000001.png']:
         assert a[path] != c[path], path
+
+
+TEXT_FILES = ['captions/captions.jsonl', 'instruct/llava.json', 'vqa/questions.json', 'vqa/annotations.json',
+              'text/corpus.jsonl', 'text/val.jsonl', 'text_mc/arc_shapes.jsonl', 'world.json']
+# sha256 of TEXT_FILES' bytes, one after the other, of the TINY world of seed 0: the generators' draws,
+# their order and their templates are pinned (the PNGs are left out: zlib builds may compress differently)
+TINY_TEXT_SHA256 = '7202cf98356fa58de9c3d5019e0225c858d0ea279667540ab2afca47904738f0'
+
+
+def test_tiny_world_text_is_pinned(tmp_path):
+    shapes.write_world(str(tmp_path), seed=0, **TINY)
+    h = hashlib.sha256()
+    for path in TEXT_FILES:
+        h.update((tmp_path / path).read_bytes())
+    assert h.hexdigest() == TINY_TEXT_SHA256, "the world's files changed for the same seed and sizes"
 
 
 def test_splits_use_their_own_seed_streams(tmp_path):
@@ -64,7 +84,8 @@ def test_splits_use_their_own_seed_streams(tmp_path):
     shapes.write_world(str(tmp_path / 'a'), seed=0, **TINY)
     shapes.write_world(str(tmp_path / 'b'), seed=0, **{**TINY, 'n_caption': 9})
     a, b = hashes(tmp_path / 'a'), hashes(tmp_path / 'b')
-    for path in ['vqa/annotations.json', 'instruct/llava.json', 'text/corpus.jsonl', 'text_mc/arc_shapes.jsonl']:
+    for path in ['vqa/annotations.json', 'instruct/llava.json', 'text/corpus.jsonl',
+                 'text_mc/arc_shapes.jsonl']:
         assert a[path] == b[path], path
     assert a['captions/captions.jsonl'] != b['captions/captions.jsonl']
 
@@ -81,7 +102,12 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match='n_val'):
         shapes.write_world('/nonexistent/never', n_val=0)
     with pytest.raises(ValueError, match='bad object'):
-        shapes.render({'objects': [{'shape': 'hexagon', 'color': 'red', 'size': 'small', 'position': 'left'}]})
+        shapes.render({'objects': [{'shape': 'hexagon', 'color': 'red', 'size': 'small',
+                                    'position': 'left'}]})
+    with pytest.raises(ValueError, match='val_text_mb'):
+        shapes.write_world('/nonexistent/never', val_text_mb='much')
+    with pytest.raises(ValueError, match='n_mc'):
+        shapes.write_world('/nonexistent/never', n_mc=shapes_text.max_mc_questions() + 1)
 
 
 # -----------------------------------------------------------------------------
@@ -163,7 +189,8 @@ def read_split_questions(world):
             continue
         turns = conv['conversations']
         for human, gpt in zip(turns[::2], turns[1::2]):
-            question = human['value'].replace('<image>\n', '').split('\n')[0]  # the first one has the short-answer line
+            # the first question has the short-answer line after it
+            question = human['value'].replace('<image>\n', '').split('\n')[0]
             if question not in shapes.DESCRIBE:  # a caption request is no VQA question
                 train.append({'question_type': question_type(question), 'answer': gpt['value']})
     annotations = load_json(world / 'vqa' / 'annotations.json')['annotations']
@@ -193,7 +220,8 @@ def test_blind_answerer_is_at_chance(world):
         assert math.isclose(entry['chance'], 1 / len(space))
         hits += val_counts[entry['blind_answer']]
         chance += n / len(space)
-    assert math.isclose(report['accuracy'], hits / len(val)) and math.isclose(report['chance'], chance / len(val))
+    assert math.isclose(report['accuracy'], hits / len(val))
+    assert math.isclose(report['chance'], chance / len(val))
     assert abs(report['accuracy'] - report['chance']) <= 0.05
 
 
@@ -203,13 +231,17 @@ def test_unbound_answerer_by_hand():
     blue = {'shape': 'square', 'color': 'blue', 'size': 'small', 'position': 'right'}
     green = {'shape': 'star', 'color': 'green', 'size': 'large', 'position': 'top'}
     two, three, one = {'objects': [red, blue]}, {'objects': [red, blue, green]}, {'objects': [green]}
-    ask = lambda scene, qtype, question='': shapes.unbound_accuracy(scene, {'question_type': qtype, 'question': question})
+
+    def ask(scene, qtype, question=''):
+        return shapes.unbound_accuracy(scene, {'question_type': qtype, 'question': question})
+
     assert ask(two, 'what color is the') == 1 / 2 and ask(three, 'what shape is the') == 1 / 3
     assert ask(three, 'where is the') == 1 / 3 and ask(one, 'what color is the') == 1.0
     assert ask(three, 'how many') == 1.0 and ask(two, 'is there a', 'Is there a star?') == 1.0
     assert ask(two, 'is the', 'Is the circle green?') == 1.0  # no green object: "no" for sure
     assert ask(two, 'is the', 'Is the circle blue?') == 1 / 2  # red or blue, one guess
-    assert math.isclose(ask(three, 'is the', 'Is the circle blue?'), 2 / 3)  # "no" is right unless it is the blue one
+    # "no" is right unless it is the blue one
+    assert math.isclose(ask(three, 'is the', 'Is the circle blue?'), 2 / 3)
     assert ask(one, 'is the', 'Is the star green?') == 1.0
     assert ask(two, 'what size is the') == 1.0  # both small
     assert math.isclose(ask(three, 'what size is the'), 2 / 3)  # two small, one large: "small"
@@ -225,7 +257,8 @@ def test_unbound_baseline_matches_the_pixels(world):
     scenes = {}
     for q in questions:
         if q['image_id'] not in scenes:
-            img = np.asarray(Image.open(world / 'vqa' / 'images' / f"{q['image_id']:012d}.png").convert('RGB'))
+            path = world / 'vqa' / 'images' / f"{q['image_id']:012d}.png"
+            img = np.asarray(Image.open(path).convert('RGB'))
             labels, cell = nearest_palette(img), img.shape[0] // 3
             colors = []
             for col, row in shapes.CELL.values():
@@ -340,7 +373,8 @@ def test_vqa_files(world):
         assert [x['answer_id'] for x in a['answers']] == list(range(1, 11))
         assert all(x['answer_confidence'] == 'yes' for x in a['answers'])
         # ten answers that all mean the multiple-choice answer (digits or number words)
-        normal = {shapes.COUNT_WORDS[int(a['multiple_choice_answer'])]} if a['answer_type'] == 'number' else set()
+        number = a['answer_type'] == 'number'
+        normal = {shapes_text.COUNT_WORDS[int(a['multiple_choice_answer'])]} if number else set()
         assert {x['answer'] for x in a['answers']} <= {a['multiple_choice_answer']} | normal
     for image_id in {q['image_id'] for q in questions}:
         img = Image.open(world / 'vqa' / 'images' / f"{image_id:012d}.png")
@@ -371,7 +405,8 @@ def test_arc_file(world):
 def test_llava_file(world):
     conversations = load_json(world / 'instruct' / 'llava.json')
     with_image = [c for c in conversations if 'image' in c]
-    assert len(with_image) == SMALL['n_instruct'] and len(conversations) - len(with_image) == SMALL['n_instruct_text']
+    assert len(with_image) == SMALL['n_instruct']
+    assert len(conversations) - len(with_image) == SMALL['n_instruct_text']
     assert len({c['id'] for c in conversations}) == len(conversations)
     for conv in conversations:
         turns = conv['conversations']
@@ -400,7 +435,7 @@ def test_world_json(world):
     assert info['seed'] == 0 and info['image_size'] == 48
     assert info['counts']['vqa_questions'] == len(load_json(world / 'vqa' / 'questions.json')['questions'])
     assert info['counts']['text_documents'] == len(load_jsonl(world / 'text' / 'corpus.jsonl'))
-    assert len(info['facts']) == len(shapes.FACTS) >= 100
+    assert len(info['facts']) == len(shapes_text.FACTS) >= 100
     assert info['vocab']['shapes'] == list(shapes.SHAPES)
 
 
@@ -424,8 +459,8 @@ def test_corpus_size_and_documents(world, corpus):
 
 def test_corpus_states_every_fact_in_several_phrasings(corpus):
     text = corpus.lower()
-    for fact in shapes.FACTS:
-        found = [text.count(s.lower()) for s in shapes.fact_statements(fact)]
+    for fact in shapes_text.FACTS:
+        found = [text.count(s.lower()) for s in shapes_text.fact_statements(fact)]
         assert sum(found) >= 3 and sum(f > 0 for f in found) >= 2, (fact['subject'], fact['answer'], found)
 
 
@@ -437,8 +472,9 @@ def test_mc_stems_are_held_out(world, corpus):
     for stem in stems:
         assert stem not in text and stem not in instruct and stem not in val, stem
     # and no held-out phrasing is a taught one
-    for fact in shapes.FACTS:
-        assert not set(shapes.fact_questions(fact, 'held_out')) & set(shapes.fact_questions(fact, 'taught'))
+    for fact in shapes_text.FACTS:
+        held_out = shapes_text.fact_questions(fact, 'held_out')
+        assert not set(held_out) & set(shapes_text.fact_questions(fact, 'taught'))
 
 
 def test_mc_answers_follow_from_the_corpus(world, corpus):
@@ -471,3 +507,57 @@ def test_mc_answers_follow_from_the_corpus(world, corpus):
         chance += 1 / len(choices)
     assert chance / len(items) < 0.3
     assert correct / len(items) > 0.8, correct / len(items)  # chance is about 0.26
+
+
+# -----------------------------------------------------------------------------
+# the command line, the module layout
+
+def test_command_line_writes_the_same_world(tmp_path):
+    args = [f"--{k}={v}" for k, v in TINY.items()]
+    world = shapes.main([f"--out={tmp_path / 'cli'}", '--seed=0'] + args)
+    shapes.write_world(str(tmp_path / 'call'), seed=0, **TINY)
+    assert hashes(tmp_path / 'cli') == hashes(tmp_path / 'call')
+    assert world['sizes']['n_caption'] == TINY['n_caption']
+    shapes.main([f"--out={tmp_path / 'cli'}", '--n_caption=2', '--overwrite'] + args[2:])  # a bare flag
+    assert len(os.listdir(tmp_path / 'cli' / 'captions' / 'images')) == 2
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--n_val=0'], 'n_val must be a positive integer'),
+    (['--seed=abc'], "'seed' expects int"),
+    (['--n-val=3'], "unknown config key 'n-val'"),
+    (['--val_text_mb=lots'], 'val_text_mb must be positive'),
+    (['--out='], '--out=... is required'),
+])
+def test_command_line_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        shapes.main([f"--out={tmp_path / 'w'}"] + argv)
+    assert isinstance(e.value.code, str) and message in e.value.code and '\n' not in e.value.code
+    assert not os.path.exists(tmp_path / 'w')
+
+
+def test_existing_world_on_the_command_line_is_one_line(tmp_path):
+    shapes.write_world(str(tmp_path), seed=0, **TINY)
+    with pytest.raises(SystemExit) as e:
+        shapes.main([f"--out={tmp_path}"] + [f"--{k}={v}" for k, v in TINY.items()])
+    assert 'already holds' in e.value.code and '--overwrite' in e.value.code
+
+
+def test_text_module_stands_alone():
+    """shapes_text needs nothing of the image side: importing it loads neither shapes nor numpy."""
+    code = "import sys, shapes_text; print(sorted(m for m in ('shapes', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '[]'
+
+
+@pytest.mark.parametrize('name', ['shapes.py', 'shapes_text.py', 'tests/test_shapes.py'])
+def test_source_layout(name):
+    """Lines of at most 110 characters, functions of at most 100 lines, files under 1,000 lines."""
+    with open(os.path.join(ROOT, name)) as f:
+        source = f.read()
+    lines = source.splitlines()
+    assert len(lines) < 1000, name
+    assert not [i + 1 for i, line in enumerate(lines) if len(line) > 110], name
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            assert node.end_lineno - node.lineno < 100, (name, node.name)

@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 import signal
@@ -52,7 +53,7 @@ def test_text_stage_learns_and_writes_milestones(text_data, tmp_path):
     ckpt = torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
     milestone = torch.load(os.path.join(out, 'ckpt_080.pt'), weights_only=True)
     assert ckpt['step'] == 30 and milestone['step'] == 24 and 'optimizer' not in milestone and 'optimizer' in ckpt
-    for key in ('model', 'model_args', 'tokenizer', 'config', 'rng', 'data_position', 'lineage'):
+    for key in ('model', 'model_args', 'tokenizer', 'config', 'rng', 'lineage', 'step', 'optimizer'):
         assert key in ckpt
     assert ckpt['tokenizer'] == 'bytes' and ckpt['config']['max_iters'] == 30
     loss = losses(out)
@@ -137,3 +138,51 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
 def test_bad_data_path_is_clear(tmp_path):
     result = run_train([f'--text_data={tmp_path}/missing', f'--out_dir={tmp_path}/o'], check=False)
     assert result.returncode != 0 and 'no manifest.json' in result.stderr
+
+
+def wandb_history(run_file):
+    """The history rows of an offline W&B run file: a ':W&B' header, then LevelDB-log records (32 KiB
+    blocks; each chunk has a 4-byte checksum, a 2-byte length and a type: 1 full, 2 first, 3 middle,
+    4 last) holding protobuf Records."""
+    from wandb.proto import wandb_internal_pb2
+    data = open(run_file, 'rb').read()
+    assert data[:4] == b':W&B'
+    pos, block, pending, rows = 7, 32768, b'', []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], 'little'), data[pos + 6]
+        if length == 0 and kind == 0:
+            break
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b''
+            if record.WhichOneof('record_type') == 'history':
+                rows.append({item.key or '/'.join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
+
+
+def test_wandb_log_sends_the_log_records(text_data, tmp_path):
+    pytest.importorskip('wandb')
+    out = str(tmp_path / 'run')
+    env = dict(os.environ, WANDB_MODE='offline', WANDB_SILENT='true')
+    run_train(NANO + [f'--text_data={text_data}', f'--out_dir={out}', '--max_iters=6', '--eval_interval=3',
+                      '--log_interval=2', '--wandb_log', '--wandb_project=test', '--wandb_run_name=tiny'],
+              env=env)
+    run_files = glob.glob(os.path.join(out, 'wandb', 'offline-run-*', 'run-*.wandb'))
+    assert len(run_files) == 1
+    sent = {}
+    for row in wandb_history(run_files[0]):
+        sent.setdefault(row['_step'], {}).update(row)
+    with open(os.path.join(out, 'log.jsonl')) as f:
+        records = [json.loads(line) for line in f]
+    assert sorted(sent) == sorted({r['step'] for r in records}) == [0, 2, 3, 4, 6]
+    for record in records:
+        for key, value in record.items():
+            if key != 'step' and value is not None:
+                assert sent[record['step']][key] == pytest.approx(value), (record['step'], key)

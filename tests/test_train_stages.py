@@ -44,10 +44,11 @@ def world(tmp_path_factory):
 
 
 def save_tower(out_dir, image_size=SIZE, seed=0):
+    import tower
     import vision
     torch.manual_seed(seed)
-    model = vision.SiglipModel(vision.SiglipConfig(image_size, PATCH, 32, 2, 2, 64),
-                               vision.TextConfig(width=32, depth=1, heads=2, mlp_dim=64))
+    model = tower.SiglipModel(vision.SiglipConfig(image_size, PATCH, 32, 2, 2, 64),
+                              tower.TextConfig(width=32, depth=1, heads=2, mlp_dim=64))
     vision.save_siglip(model, out_dir)
     return out_dir
 
@@ -133,7 +134,7 @@ def loader_data(world):
 
 def mixed_loader(loader_data, ratio, fill, seed=1337):
     manifest, text, captions = loader_data
-    return train.MixedLoader(text, captions, BLOCK, manifest['eot_id'], False, seed, ratio, fill)
+    return train.MixedLoader(text, captions, BLOCK, manifest['eot_id'], seed, ratio, fill)
 
 
 def same_rows(a, b):
@@ -208,7 +209,7 @@ def test_ranks_take_disjoint_slices_of_the_global_batch(loader_data):
 def test_ratio_zero_gives_the_text_stage_rows(loader_data, fill):
     manifest, text, _ = loader_data
     mixed = mixed_loader(loader_data, 0.0, fill)
-    plain = train.TextLoader(text, BLOCK, manifest['eot_id'], False, 1337)
+    plain = train.TextLoader(text, BLOCK, manifest['eot_id'], 1337)
     for step in (0, 1, 2, 50, 150):
         rows = mixed.rows(step, ROWS)
         same_rows(rows, plain.rows(step, ROWS))
@@ -258,7 +259,7 @@ def test_resume_mid_mixed_stage_ignores_a_partial_checkpoint(mixed_run, world, t
 def micro_batches_with_and_without_images(world):
     """The micro-batches the 2-process runs see: some must hold an image and some none."""
     manifest, text = load_text_split(world['text'], 'train')
-    loader = train.MixedLoader(text, ImageShards(world['captions'], 'train'), BLOCK, manifest['eot_id'], False, 1337,
+    loader = train.MixedLoader(text, ImageShards(world['captions'], 'train'), BLOCK, manifest['eot_id'], 1337,
                                0.2, 'text')
     flags = [bool(b['has_image'].any()) for step in range(4) for rank in range(2)
              for b in train.rank_batches(loader, step, rank, 2, 1, 2)]
