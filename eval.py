@@ -27,18 +27,25 @@ in the image folder as COCO_val2014_{image_id:012d}.jpg, COCO_{folder}_{image_id
 {image_id:012d}.png or {image_id:012d}.jpg.
 
 Outputs, beside the checkpoint: results.json (results_{name}.json for a checkpoint not named
-ckpt.pt) with per-task scores, counts, skipped counts and the two Stable Scores, and
+ckpt.pt) with per-task scores, counts, skipped counts, the two Stable Scores and what each task
+measured (data files, --limit, --seed, the number of items drawn and a fingerprint of them), and
 predictions_{task}.json per task (VQA in the official results format [{"question_id", "answer"}],
 so the official script can score it). Items that cannot be used (no annotation, an image that does
 not open, a malformed line) are named on stderr, skipped, and counted in results.json.
+A results file is replaced only by an evaluation of the same items. One of other items (another
+--limit, --seed, task list or data) goes to the file named after it, results_{tasks}_limit{N}_seed{S}.json
+(or _all), its predictions_{task}_{tasks}_... beside it, and is refused where that file holds other items
+too; --overwrite replaces results.json; --out names the file (its predictions go beside it).
 
 --compare takes run folders, results files or globs of them, comma-separated (a glob's matches in
 sorted order), groups runs by configuration and prints a markdown table of mean ± std over seeds
 (sample std); --plot draws it as a bar chart. A run's group is its `run_name` config key, else its
 folder name; a trailing _seedN, -seedN, _sN or -sN is removed from it (out/frozen_s0 and
-out/frozen_s1 are two seeds of "frozen"). The seed is the checkpoint config's `seed`.
+out/frozen_s1 are two seeds of "frozen"). The seed is the checkpoint config's `seed`. Runs scored
+on different items (of a task) are refused.
 """
 import glob
+import hashlib
 import json
 import math
 import os
@@ -51,7 +58,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import configurator
-from tokenizer import TOKENIZERS, encode, get_tokenizer, vqa_prompt
+from shards import atomic_write_bytes
+from tokenizer import TOKENIZERS, decode, encode, get_tokenizer, vqa_prompt
 
 DEFAULTS = {
     'ckpt': '',  # a checkpoint to evaluate (or --predictions, or --compare)
@@ -72,6 +80,7 @@ DEFAULTS = {
     # rounds the log-likelihoods that multiple choice compares
     'dtype': 'float32',
     'out': '',  # the results file (default: beside the checkpoint / the predictions file)
+    'overwrite': False,  # replace a results file that holds an evaluation of other items
     'plot': '',  # with --compare: write a bar chart PNG here
 }
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -394,8 +403,7 @@ def answer_questions(model, enc, items, batch_size, max_new_tokens, problems, de
             if prompts:
                 rows = generate_batch(model, prompts, torch.stack(images), max_new_tokens, eot_id)
                 for qid, row in zip(ids, rows):
-                    # ids past the tokenizer's (the padded rows of the vocabulary) have no text
-                    answers[qid] = enc.decode([t for t in row if t < enc.n_vocab]).strip()
+                    answers[qid] = decode(enc, row).strip()
             bar.update(len(batch))
     return answers
 
@@ -574,16 +582,22 @@ def mc_loglikelihoods(lm, enc, items, batch_size, desc='mc'):
 
 
 # -----------------------------------------------------------------------------
-# Evaluating a checkpoint: results.json, prediction files, the printed table
+# Results files: beside the checkpoint, each with its predictions beside it
 
-def output_paths(ckpt_path):
-    """results.json beside ckpt.pt (results_{stem}.json beside any other checkpoint) and a prediction
-    file name per task."""
+def results_beside(ckpt_path):
+    """results.json beside ckpt.pt, results_{stem}.json beside any other checkpoint."""
     folder = os.path.dirname(os.path.abspath(ckpt_path))
     stem = os.path.splitext(os.path.basename(ckpt_path))[0]
-    suffix = '' if stem == 'ckpt' else f"_{stem}"
-    prediction_path = lambda task: os.path.join(folder, f"predictions_{task}{suffix}.json")
-    return os.path.join(folder, f"results{suffix}.json"), prediction_path
+    return os.path.join(folder, 'results.json' if stem == 'ckpt' else f"results_{stem}.json")
+
+
+def prediction_path(results_path, task):
+    """A task's predictions file, beside its results file and named after it: results.json ->
+    predictions_{task}.json, results_{x}.json -> predictions_{task}_{x}.json."""
+    folder, name = os.path.split(os.path.abspath(results_path))
+    stem = os.path.splitext(name)[0]
+    suffix = stem[len('results'):] if stem.startswith('results') else f"_{stem}"
+    return os.path.join(folder, f"predictions_{task}{suffix}.json")
 
 
 def run_group(name):
@@ -592,10 +606,7 @@ def run_group(name):
 
 
 def write_json(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def report(name, problems):
@@ -606,22 +617,115 @@ def report(name, problems):
                    f"(all counted in results.json)", file=sys.stderr)
 
 
-def load_task(spec, limit, seed, with_images=True):
-    if spec['kind'] == 'vqa':
-        images = spec['images'] if with_images else None
-        return load_vqa(spec['questions'], spec['annotations'], images, limit, seed)
-    return load_mc(spec['path'], limit, seed)
+# -----------------------------------------------------------------------------
+# What an evaluation measured: results of other items are never mixed, nor written over each other
+
+def load_tasks(specs, limit, seed, with_images=True):
+    """Every task's data, before any model loads: {name: (items, problems, measured)}; `measured` names the
+    data files, limit and seed, and the items drawn: their number and a fingerprint of ids and content."""
+    data = {}
+    for spec in specs:
+        if spec['kind'] == 'vqa':
+            files = [spec['questions'], spec['annotations'], spec['images']]
+            items, problems = load_vqa(*files[:2], files[2] if with_images else None, limit, seed)
+            rows = [[it['question_id'], it['image_id'], it['question'], it['answers']] for it in items]
+        else:
+            files = [spec['path']]
+            items, problems = load_mc(spec['path'], limit, seed)
+            rows = [[it['id'], it['query'], it['choices'], it['gold']] for it in items]
+        measured = dict(task=spec['name'], files=[os.path.abspath(f) for f in files], limit=limit, seed=seed,
+                        items=len(items),
+                        items_sha256=hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest())
+        data[spec['name']] = (items, problems, measured)
+    return data
 
 
-def task_result(spec, metrics, problems):
-    """One task's entry of results.json; `score` is its (acc - chance) / (1 - chance)."""
-    entry = dict(kind=spec['kind'], group=GROUP_OF_KIND[spec['kind']], **metrics, skipped=len(problems),
-                 skipped_examples=problems[:50])
-    if metrics.get('acc') is None:
-        entry['score'] = None
+def planned(data, limit, seed):
+    """The part of the results an evaluation of `data` will write that says what it measured."""
+    return dict(limit=limit, subset_seed=seed, tasks={n: dict(measured=m) for n, (_, _, m) in data.items()})
+
+
+def task_difference(name, a, b, scored=False):
+    """None when task `name` of results a and b was measured on the same items, else (what a measured, what
+    b measured) in words. Items agree by their number and fingerprint; a results file of an older eval.py,
+    without them, by its limit and subset seed. `scored`: the numbers of items scored must agree too."""
+    ta, tb = a['tasks'][name], b['tasks'][name]
+    ma, mb = ta.get('measured') or {}, tb.get('measured') or {}
+    if 'items_sha256' in ma and 'items_sha256' in mb:
+        fa, fb = ({'items': m.get('items'), 'sha256': m['items_sha256'][:12]} for m in (ma, mb))
     else:
-        entry['score'] = stable_score([(metrics['acc'], metrics['chance'])])
-    return entry
+        fa, fb = ({'limit': r.get('limit'), 'seed': r.get('subset_seed') if r.get('limit') else None}
+                  for r in (a, b))
+    if scored:
+        fa['scored'], fb['scored'] = ta.get('n'), tb.get('n')
+    if all(fa[k] is None or fb[k] is None or fa[k] == fb[k] for k in fa):
+        return None
+    words = lambda f: ', '.join(f"{v} {k}" if k in ('items', 'scored') else f"{k} {v}"
+                                for k, v in f.items() if v is not None)
+    return words(fa), words(fb)
+
+
+def measured_differently(old, new):
+    """Why results `old` (a dict, or the path of a results file) did not measure what `new` does: its
+    tasks, each on the same items. None when they agree, or when there is no such file."""
+    if isinstance(old, str):
+        if not os.path.exists(old):
+            return None
+        try:
+            old = load_results(old)
+        except EvalError as e:
+            return str(e)
+    if set(old['tasks']) != set(new['tasks']):
+        return f"tasks {','.join(old['tasks'])} in the file, {','.join(new['tasks'])} in this evaluation"
+    for name in new['tasks']:
+        differ = task_difference(name, old, new)
+        if differ:
+            return f"{name}: {differ[0]} in the file, {differ[1]} in this evaluation"
+    return None
+
+
+def results_path(default, new, out='', overwrite=False):
+    """(where results that measured `new` go, a line to print or None). A results file is replaced only by
+    one of the same items or with --overwrite: other items go to the file named after them, and where
+    that file (or --out) holds other items too, they are refused (an EvalError)."""
+    if out or overwrite:
+        why = None if overwrite else measured_differently(out, new)
+        if why:
+            raise EvalError(f"{out} holds an evaluation of other items ({why}); --overwrite replaces it")
+        return out or default, None
+    why = measured_differently(default, new)
+    if why is None:
+        return default, None
+    what = f"limit{new['limit']}_seed{new['subset_seed']}" if new['limit'] else 'all'
+    tasks = re.sub(r'[^A-Za-z0-9+.=-]', '_', '+'.join(new['tasks']))
+    other = f"{os.path.splitext(default)[0]}_{tasks}_{what}.json"
+    why_other = measured_differently(other, new)
+    if why_other is not None:
+        raise EvalError(f"{default} and {other} hold evaluations of other items ({why_other}); "
+                        f"--overwrite replaces {default}, or name another file with --out=FILE")
+    return other, (f"{default} holds an evaluation of other items ({why}): kept; this one goes to {other} "
+                   f"(--overwrite would replace {default})")
+
+
+def measured_as(results, argv):
+    """Whether `results` (of load_results) measured what `python eval.py ARGV` would: the same tasks, each
+    on the same items (task_difference); the checkpoint is not compared. Unreadable data: False."""
+    settings = configurator.parse(DEFAULTS, argv, 'eval.py')
+    try:
+        data = load_tasks(task_specs(settings), settings['limit'], settings['seed'])
+    except (EvalError, OSError):
+        return False
+    return measured_differently(results, planned(data, settings['limit'], settings['seed'])) is None
+
+
+# -----------------------------------------------------------------------------
+# Evaluating a checkpoint: results.json, prediction files, the printed table
+
+def task_result(spec, metrics, problems, measured):
+    """One task's entry of results.json; `score` is its (acc - chance) / (1 - chance)."""
+    score = None if metrics.get('acc') is None else stable_score([(metrics['acc'], metrics['chance'])])
+    return dict(kind=spec['kind'], group=GROUP_OF_KIND[spec['kind']], **metrics, skipped=len(problems),
+                skipped_examples=problems[:50], score=score, measured=measured)
 
 
 def with_stable_scores(results):
@@ -632,19 +736,20 @@ def with_stable_scores(results):
     return results
 
 
-def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, device='cpu', dtype='float32'):
-    """Load every task's data (a missing file fails here, before the model loads), then the model;
-    run each task. Returns (results dict, {task: predictions to write})."""
+def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, device='cpu', dtype='float32',
+             data=None):
+    """Load every task's data (a missing file fails here, before the model loads; `data` of load_tasks
+    when given), then the model; run each task. Returns (results dict, {task: predictions to write})."""
     from model import VLM, model_from_checkpoint
-    data = {s['name']: load_task(s, limit, seed) for s in specs}
+    data = data or load_tasks(specs, limit, seed)
     try:
         model, checkpoint = model_from_checkpoint(ckpt, device)
-    except ValueError as e:  # load_checkpoint names the file and the cause
+    except ValueError as e:  # model_from_checkpoint names the file and the cause
         raise EvalError(str(e)) from None
     if dtype != 'float32':
         model = model.to(getattr(torch, dtype))
     enc = get_tokenizer(checkpoint['tokenizer'])
-    config = checkpoint.get('config') or {}
+    config = checkpoint.get('config') if isinstance(checkpoint.get('config'), dict) else {}
     run = config.get('run_name') or os.path.basename(os.path.dirname(os.path.abspath(ckpt)))
     results = dict(checkpoint=os.path.abspath(ckpt), step=checkpoint.get('step'), run=run,
                    group=run_group(run), seed=config.get('seed'), tokenizer=checkpoint['tokenizer'],
@@ -653,13 +758,13 @@ def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, dev
     lm = model.lm if isinstance(model, VLM) else model
     for spec in specs:
         name = spec['name']
-        items, problems = data[name]
+        items, problems, measured = data[name]
         if spec['kind'] == 'vqa':
             if not isinstance(model, VLM):
                 tqdm.write(f"[{name}] not run: {ckpt} holds a text-only model", file=sys.stderr)
                 results['tasks'][name] = dict(kind='vqa', group='vision', acc=None, chance=0.0, n=0,
                                               score=None, skipped=len(items) + len(problems),
-                                              not_run='text-only checkpoint')
+                                              not_run='text-only checkpoint', measured=measured)
                 continue
             answers = answer_questions(model, enc, items, batch_size, max_new_tokens, problems, desc=name)
             metrics = score_vqa(items, answers)
@@ -677,20 +782,20 @@ def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, dev
             lls = mc_loglikelihoods(lm, enc, items, batch_size, desc=name)
             metrics, predictions[name] = score_mc(items, lls)
         report(name, problems)
-        results['tasks'][name] = task_result(spec, metrics, problems)
+        results['tasks'][name] = task_result(spec, metrics, problems, measured)
     return with_stable_scores(results), predictions
 
 
 def score_predictions(spec, predictions_path, limit=0, seed=0):
     """Score an official-format VQA results file against a task's annotations (no model)."""
-    items, problems = load_task(spec, limit, seed, with_images=False)
+    items, problems, measured = load_tasks([spec], limit, seed, with_images=False)[spec['name']]
     predictions, bad = load_predictions(predictions_path)
     problems += bad
     problems += [f"question_id {it['question_id']}: no prediction in {predictions_path}"
                  for it in items if it['question_id'] not in predictions]
     report(spec['name'], problems)
     results = dict(predictions=os.path.abspath(predictions_path), limit=limit, subset_seed=seed,
-                   tasks={spec['name']: task_result(spec, score_vqa(items, predictions), problems)})
+                   tasks={spec['name']: task_result(spec, score_vqa(items, predictions), problems, measured)})
     return with_stable_scores(results)
 
 
@@ -723,7 +828,7 @@ def results_file(path):
     if os.path.isdir(path):
         return os.path.join(path, 'results.json')
     if path.endswith('.pt'):
-        return output_paths(path)[0]
+        return results_beside(path)
     if os.path.isfile(path):
         return path
     raise EvalError(f"{path}: no such run folder, checkpoint or results file")
@@ -736,7 +841,8 @@ def load_results(path):
     if not os.path.isfile(file):
         raise EvalError(f"{path}: no {os.path.basename(file)} (run eval.py --ckpt on its checkpoint first)")
     results = read_json(file, 'results')
-    if not isinstance(results, dict) or not isinstance(results.get('tasks'), dict):
+    tasks = results.get('tasks') if isinstance(results, dict) else None
+    if not isinstance(tasks, dict) or not all(isinstance(t, dict) for t in tasks.values()):
         raise EvalError(f"{file}: not a results.json written by eval.py")
     return results
 
@@ -767,8 +873,17 @@ def mean_std(values):
 
 
 def compare(paths):
-    """Group runs by configuration -> (columns, rows): rows of (group, seeds, {column: (mean, std, n)})."""
+    """Group runs by configuration -> (columns, rows): rows of (group, seeds, {column: (mean, std, n)}).
+    Runs scored on different items, task by task, are refused (an EvalError naming two of their files)."""
     runs = [(load_results(p), results_file(p)) for p in paths]
+    for name in dict.fromkeys(name for r, _ in runs for name in r['tasks']):
+        scored = [(r, f) for r, f in runs if (r['tasks'].get(name) or {}).get('acc') is not None]
+        for results, file in scored[1:]:
+            differ = task_difference(name, scored[0][0], results, scored=True)
+            if differ:
+                raise EvalError(f"--compare: {name} was scored on different items ({scored[0][1]}: "
+                                f"{differ[0]}; {file}: {differ[1]}); compare runs evaluated alike "
+                                f"(the same --tasks, --limit, --seed and data)")
     every = {name: t['kind'] for r, _ in runs for name, t in r['tasks'].items()}
     # the column of each kind: the standard set where a run has it, else the first of that kind
     vqa = next((n for n in ('vqav2', 'shapes_vqa') if n in every),
@@ -850,22 +965,30 @@ def main(argv=None):
             if len(vqa) != 1:
                 raise EvalError(f"--predictions scores one open-ended VQA task; --tasks names {len(vqa)}")
             results = score_predictions(vqa[0], settings['predictions'], limit, seed)
-            out = settings['out'] or os.path.splitext(settings['predictions'])[0] + '_scores.json'
+            default = os.path.splitext(settings['predictions'])[0] + '_scores.json'
+            out, note = results_path(default, results, settings['out'], settings['overwrite'])
         else:
             if settings['device'].startswith('cuda'):
                 torch.backends.cuda.matmul.allow_tf32 = True
                 torch.backends.cudnn.allow_tf32 = True
+            # where the results go is settled before the model runs: a refusal costs nothing
+            data = load_tasks(specs, limit, seed)
+            out, note = results_path(results_beside(settings['ckpt']), planned(data, limit, seed),
+                                     settings['out'], settings['overwrite'])
             results, predictions = evaluate(settings['ckpt'], specs, limit, seed, settings['batch_size'],
-                                            settings['max_new_tokens'], settings['device'], settings['dtype'])
-            out, prediction_path = output_paths(settings['ckpt'])
-            out = settings['out'] or out
+                                            settings['max_new_tokens'], settings['device'], settings['dtype'],
+                                            data)
             for name, preds in predictions.items():
-                write_json(prediction_path(name), preds)
-                results['tasks'][name]['predictions'] = prediction_path(name)
+                write_json(prediction_path(out, name), preds)
+                results['tasks'][name]['predictions'] = prediction_path(out, name)
+        write_json(out, results)  # last: a results file that exists is whole, its predictions written
     except (EvalError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    write_json(out, results)
+    except OSError as e:
+        sys.exit(f"error: cannot write {e.filename or 'the results'}: {e.strerror or e}")
     print(format_results(results))
+    if note:
+        print(note)
     print(f"wrote {out}")
     return results
 

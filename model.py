@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attention import attention
+from tokenizer import TOKENIZERS
 from vision import SiglipConfig, SiglipVisionTower, normalize
 
 
@@ -454,29 +455,83 @@ def vlm_args(lm_config, vision_config, projector, feature_layer, image_id, freez
                 feature_layer=feature_layer, image_id=image_id, freeze_vision=freeze_vision)
 
 
-def build_model(model_args):
-    """LM from LM args, or VLM from vlm_args(...): what a checkpoint's model_args rebuild."""
-    if 'vision' not in model_args:
-        return LM(LMConfig(**model_args))
-    return VLM(LMConfig(**model_args['lm']), SiglipConfig(**model_args['vision']), model_args['projector'],
-               model_args['feature_layer'], model_args['image_id'], model_args['freeze_vision'])
+def build_model(model_args, where=None):
+    """LM from LM args, or VLM from vlm_args(...): what a checkpoint's model_args rebuild. Args that describe
+    no model are a ValueError of one line (prefixed by `where`, the file they came from)."""
+    try:
+        if 'vision' not in model_args:
+            return LM(LMConfig(**model_args))
+        return VLM(LMConfig(**model_args['lm']), SiglipConfig(**model_args['vision']),
+                   model_args['projector'], model_args['feature_layer'], model_args['image_id'],
+                   model_args['freeze_vision'])
+    except (TypeError, KeyError, ValueError, AssertionError) as e:
+        prefix = f"{where}: " if where else ''
+        raise ValueError(f"{prefix}its model_args describe no model ({type(e).__name__}: {e})") from None
 
 
 # -----------------------------------------------------------------------------
 # Checkpoints (written by train.py): weights, model_args, tokenizer, config, step, lineage, ...
 
-def load_checkpoint(path):
+# what rebuilding a checkpoint's model and feeding it text need; train.py's checkpoints also hold step,
+# config, lineage, rng (and optimizer)
+MODEL_KEYS = ('model', 'model_args', 'tokenizer')
+SHOW_KEYS = 3  # keys named in a weights error; all of them are counted
+
+
+def load_checkpoint(path, keys=('model',)):
+    """A checkpoint file -> its dict, without running pickled code (weights_only). A missing file is a
+    FileNotFoundError; a file that does not load, is not a dict or lacks one of `keys` is a ValueError of
+    one line naming the file and what is missing."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {e})") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        raise ValueError(f"{path}: cannot load checkpoint ({type(e).__name__}: {first})") from e
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path}: not a checkpoint: it holds a {type(checkpoint).__name__}, not a dict")
+    missing = [k for k in keys if k not in checkpoint]
+    if missing:
+        raise ValueError(f"{path}: not a whole checkpoint: no {', '.join(repr(k) for k in missing)} "
+                         f"(it holds {', '.join(map(str, checkpoint)) or 'nothing'})")
+    return checkpoint
+
+
+def load_weights(module, state, where):
+    """module.load_state_dict(state), with every missing, unexpected or mis-shaped key turned into one
+    ValueError naming `where` (the file) and the first few keys with their shapes."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{where}: its weights are not a dict of tensors")
+    own = module.state_dict()
+    shape = lambda tensor: tuple(tensor.shape)
+    found = {
+        'of another shape': [f"{k} {shape(state[k])} in the file, {shape(v)} in the model"
+                             for k, v in own.items() if k in state and state[k].shape != v.shape],
+        'missing': [f"{k} {shape(v)}" for k, v in own.items() if k not in state],
+        'unexpected': [f"{k} {shape(v)}" for k, v in state.items() if k not in own],
+    }
+    problems = [f"{len(keys)} {what}: {', '.join(keys[:SHOW_KEYS])}"
+                + (f", and {len(keys) - SHOW_KEYS} more" if len(keys) > SHOW_KEYS else '')
+                for what, keys in found.items() if keys]
+    if problems:
+        raise ValueError(f"{where}: its weights do not fit the {type(module).__name__} "
+                         f"({'; '.join(problems)})")
+    module.load_state_dict(state)
 
 
 def model_from_checkpoint(path, device='cpu'):
-    """Rebuild the model a checkpoint holds; returns (model in eval mode, checkpoint dict)."""
-    checkpoint = load_checkpoint(path)
-    model = build_model(checkpoint['model_args'])
-    model.load_state_dict(checkpoint['model'])
+    """Rebuild the model a checkpoint holds; returns (model in eval mode, checkpoint dict). Anything in
+    the file that does not make a model for its tokenizer is a ValueError of one line naming the file."""
+    checkpoint = load_checkpoint(path, MODEL_KEYS)
+    name = checkpoint['tokenizer']
+    if not isinstance(name, str) or name not in TOKENIZERS:
+        raise ValueError(f"{path}: unknown tokenizer {name!r}; known: {', '.join(sorted(TOKENIZERS))}")
+    model = build_model(checkpoint['model_args'], path)
+    load_weights(model, checkpoint['model'], path)
+    vocab_size = (model.lm if isinstance(model, VLM) else model).config.vocab_size
+    top = max(TOKENIZERS[name]['eot_id'], TOKENIZERS[name]['image_id'])
+    if top >= vocab_size:
+        raise ValueError(f"{path}: the {name} tokenizer's ids reach {top}, past the model's vocab_size "
+                         f"{vocab_size}")
     return model.to(device).eval(), checkpoint

@@ -5,6 +5,7 @@ Raw sources -> token shards and image shards (their formats and readers: shards.
     python prepare_data.py captions --input='data/laion/*.tar' --out=data/captions --image_size=384
     python prepare_data.py llava --input=llava_v1_5_mix665k.json --images=data/llava --out=data/instruct
     python prepare_data.py shapes --out=data/shapes --seed=0     # the synthetic world, all three kinds
+    python prepare_data.py verify --data=data/text,data/captions  # every sha256 and token id
 
 Every command takes config files and --key=value (configurator.py); `python prepare_data.py text --help`
 lists a command's keys. --input is a comma-separated list of files, globs and folders.
@@ -12,8 +13,7 @@ lists a command's keys. --input is a comma-separated list of files, globs and fo
 Text sources: .jsonl / .jsonl.zst / .jsonl.zstd (a `text` field per line; DCLM-baseline shards),
 .txt (one document per file), .parquet (a `text` column); globs and directories.
 Output: train_NNNNNN.bin / val_NNNNNN.bin token shards, one pair per group of input files, and a
-manifest.json. Every file is written under a temporary name and renamed, so an interrupted run never
-leaves a shard that looks complete; a re-run skips the groups that are finished.
+manifest.json.
 
 Image sources (captions): webdataset / img2dataset tars (KEY.jpg|jpeg|png|webp + KEY.txt), a
 LLaVA-Pretrain JSON (the gpt turn is the caption), a folder with captions.jsonl ({"image", "caption"}).
@@ -21,11 +21,16 @@ Instruction data (llava): LLaVA v1.5 JSON, with text-only conversations kept as 
 and split, .npy arrays (images preprocessed to uint8 at the encoder's size, tokens, offsets, loss
 mask, image index) and a JSON written last; shards.ImageShards reads them back with memory maps. One
 shard per input tar, or per --shard_size JSON entries; the same inputs give byte-identical shards.
+
+A re-run into the same --out keeps the parts made from the same inputs (each file's path, size and
+modification time) and settings, and rebuilds the others; a kill -9 at any moment followed by the same
+command gives the files of an uninterrupted run (how: shards.py).
 """
 import glob
 import json
 import os
 import posixpath
+import stat
 import sys
 import tarfile
 import time
@@ -38,9 +43,10 @@ from tqdm import tqdm
 import configurator
 import shapes
 import vision
-from shards import (ARRAYS, IMAGE_KINDS, SHARD_VERSION, SPLITS, atomic_write_bytes, npy_header,
-                    read_manifest, save_npy, sha256_file, token_dtype, write_token_shard)
-from tokenizer import TOKENIZERS, chat_tokens, encode, get_tokenizer
+from shards import (ARRAYS, HEADER_BYTES, IMAGE_KINDS, SHARD_VERSION, SPLITS, atomic_write_bytes,
+                    npy_header, remove_leftovers, save_npy, sha256_file, start_rebuild, token_dtype,
+                    verify_data, write_manifest, write_token_shard)
+from tokenizer import GPT2_RANKS_SHA256, SHAPES_WORDS_FILE, TOKENIZERS, chat_tokens, encode, get_tokenizer
 
 # -----------------------------------------------------------------------------
 # The commands and their settings (0 workers: one per CPU core)
@@ -85,8 +91,31 @@ SHAPES = dict(
     val_text_mb=None,     # held-out text in MB (shapes.py: 5 % of text_mb, at least 0.02)
     n_mc=None,            # multiple-choice text questions
 )
+VERIFY = dict(
+    data='',              # data folders, comma-separated; a folder without manifest.json: its subfolders
+)
 SHAPES_SIZES = ('n_caption', 'n_instruct', 'n_instruct_text', 'n_val', 'val_questions_per_image', 'text_mb',
                 'val_text_mb', 'n_mc')
+
+# -----------------------------------------------------------------------------
+# What a part is made from: its inputs and settings (the rules of re-runs: shards.py)
+
+def file_stat(path):
+    """[size, modification time in ns] of a file, None if there is none: an input's identity (hashing
+    every input at every run would cost as much as preparing it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
+
+
+def tokenizer_sha256(name):
+    """The sha256 of the file a tokenizer is built from; None for 'bytes', which has none."""
+    if name == 'gpt2':
+        return GPT2_RANKS_SHA256  # gpt2_ranks_path() refuses a ranks file with another one
+    return sha256_file(SHAPES_WORDS_FILE) if name == 'shapes' else None
+
 
 # -----------------------------------------------------------------------------
 # Text sources: each reader yields document strings and counts what it had to skip
@@ -146,7 +175,7 @@ def read_documents(path, stats):
     if fmt == '.txt':
         try:
             with open(path, 'rb') as f:
-                text = f.read().decode('utf-8')
+                text = f.read().decode('utf-8-sig')  # without a byte order mark
         except UnicodeDecodeError:
             stats['bad_utf8'] += 1
             return
@@ -174,7 +203,7 @@ def read_documents(path, stats):
         if not line.strip():
             continue
         try:
-            record = json.loads(line.decode('utf-8'))
+            record = json.loads(line.decode('utf-8-sig'))  # a byte order mark starts some files
         except UnicodeDecodeError:
             stats['bad_utf8'] += 1
             continue
@@ -212,18 +241,28 @@ def group_files(files, group_bytes):
     return groups
 
 
-def prepare_text_group(job):
-    """Tokenize one group of files into train/val shards; skip it if a finished part file exists."""
-    index, files, out_dir, tokenizer, val_fraction, val_files = job
-    part_path = os.path.join(out_dir, f'part_{index:06d}.json')
-    if os.path.isfile(part_path):
-        with open(part_path) as f:
+def part_name(index):
+    return f'part_{index:06d}.json'
+
+
+def finished_text_part(out_dir, job):
+    """The part of a group finished by an earlier run from the same inputs and settings, else None."""
+    try:
+        with open(os.path.join(out_dir, part_name(job['index']))) as f:
             part = json.load(f)
-        same_job = part['files'] == files and part.get('val_files', []) == val_files
-        names = [s['name'] for s in part['shards'].values()]
-        if same_job and all(os.path.isfile(os.path.join(out_dir, name)) for name in names):
-            part['skipped_existing'] = True
-            return part
+        same = all(part[key] == job[key] for key in ('files', 'val_files', 'inputs', 'settings'))
+        itemsize = np.dtype(token_dtype(TOKENIZERS[job['settings']['tokenizer']]['vocab_size'])).itemsize
+        whole = all(os.path.getsize(os.path.join(out_dir, shard['name'])) ==
+                    HEADER_BYTES + shard['num_tokens'] * itemsize for shard in part['shards'].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return part if same and whole else None
+
+
+def prepare_text_group(job):
+    """Tokenize one group of files into train/val shards, then write the part that marks them finished."""
+    index, files, out_dir, val_files = job['index'], job['files'], job['out_dir'], job['val_files']
+    tokenizer, val_fraction = job['settings']['tokenizer'], job['settings']['val_fraction']
     enc = get_tokenizer(tokenizer)
     ids = TOKENIZERS[tokenizer]
     dtype = token_dtype(ids['vocab_size'])
@@ -247,8 +286,9 @@ def prepare_text_group(job):
         write_token_shard(os.path.join(out_dir, name), tokens)
         shards[split] = dict(name=name, num_tokens=int(tokens.size),
                              sha256=sha256_file(os.path.join(out_dir, name)))
-    part = dict(files=files, val_files=val_files, shards=shards, documents=documents, per_file=per_file)
-    atomic_write_bytes(part_path, json.dumps(part, indent=1).encode())
+    part = dict(files=files, val_files=val_files, shards=shards, documents=documents, per_file=per_file,
+                inputs=job['inputs'], settings=job['settings'])
+    atomic_write_bytes(os.path.join(out_dir, part_name(index)), json.dumps(part, indent=1).encode())
     return part
 
 
@@ -262,27 +302,34 @@ def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=
     if not files:
         raise SystemExit(f"no text files (.jsonl, .jsonl.zst, .jsonl.zstd, .txt, .parquet) match {inputs}")
     os.makedirs(out_dir, exist_ok=True)
+    remove_leftovers(out_dir)
     get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
-    groups = group_files(files, group_mb * 2 ** 20)
-    jobs = [(i, g, out_dir, tokenizer, val_fraction, [f for f in g if f in val_files])
-            for i, g in enumerate(groups)]
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
-    t0 = time.time()
-    parts, new_tokens = [], 0
-    total_bytes = sum(os.path.getsize(f) for f in files)
-    with tqdm(total=total_bytes, unit='B', unit_scale=True, desc='tokenizing') as bar:
+    settings = dict(tokenizer=tokenizer, tokenizer_sha256=tokenizer_sha256(tokenizer),
+                    val_fraction=val_fraction, group_mb=group_mb)
+    jobs = [dict(index=i, files=g, val_files=[f for f in g if f in val_files],
+                 inputs={f: file_stat(f) for f in g}, settings=settings, out_dir=out_dir)
+            for i, g in enumerate(group_files(files, group_mb * 2 ** 20))]
+    parts = {job['index']: finished_text_part(out_dir, job) for job in jobs}
+    pending = [job for job in jobs if parts[job['index']] is None]
+    if len(pending) < len(jobs):
+        print(f"{out_dir}: {len(jobs) - len(pending)} of {len(jobs)} parts already finished, kept")
+    start_rebuild(out_dir, len(jobs), [part_name(job['index']) for job in pending])
+    t0, new_tokens = time.time(), 0
+    done_bytes = sum(os.path.getsize(f) for job in jobs if parts[job['index']] for f in job['files'])
+    with tqdm(total=sum(os.path.getsize(f) for f in files), initial=done_bytes, unit='B', unit_scale=True,
+              desc='tokenizing') as bar:
+        workers = min(workers or os.cpu_count() or 1, max(len(pending), 1))
         pool = Pool(workers) if workers > 1 else None
-        results = pool.imap(prepare_text_group, jobs) if pool else map(prepare_text_group, jobs)
-        for part in results:
-            parts.append(part)
-            if not part.get('skipped_existing'):
-                new_tokens += sum(s['num_tokens'] for s in part['shards'].values())
+        results = pool.imap(prepare_text_group, pending) if pool else map(prepare_text_group, pending)
+        for job, part in zip(pending, results):
+            parts[job['index']] = part
+            new_tokens += sum(s['num_tokens'] for s in part['shards'].values())
             bar.update(sum(os.path.getsize(f) for f in part['files']))
         if pool:
             pool.close()
             pool.join()
     elapsed = time.time() - t0
-    return write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed)
+    return write_text_manifest(out_dir, tokenizer, [parts[i] for i in sorted(parts)], new_tokens, elapsed)
 
 
 def write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed):
@@ -307,7 +354,7 @@ def write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed):
     )
     if sum(num_docs.values()) == 0:
         raise SystemExit("no usable documents found:\n" + "\n".join(problems))
-    atomic_write_bytes(os.path.join(out_dir, 'manifest.json'), json.dumps(manifest, indent=1).encode())
+    write_manifest(out_dir, manifest)
     total = sum(manifest['num_tokens'].values())
     train, val = manifest['num_tokens']['train'], manifest['num_tokens']['val']
     print(f"{out_dir}: {total:,} tokens ({train:,} train, {val:,} val) "
@@ -329,7 +376,7 @@ IMAGE_POSITIONS = {cfg.image_size: cfg.num_patches for cfg in vision.PRESETS.val
 # samples dropped, by reason (truncated_tar counts files cut short: what followed the cut is lost)
 IMAGE_SKIPS = ('missing_image', 'bad_image', 'unsupported_extension', 'missing_caption', 'empty_caption',
                'bad_entry', 'bad_json', 'bad_utf8', 'bad_conversation', 'no_answer', 'question_too_long',
-               'truncated_tar')
+               'truncated_tar', 'image_outside_root', 'image_in_text_only')
 # samples kept, but shortened to fit max_tokens (or, for a last question without an answer, dropped)
 IMAGE_CUTS = ('caption_truncated', 'conversation_cut', 'conversation_truncated',
               'unanswered_question_dropped')
@@ -347,6 +394,14 @@ def note(stats, reason, message=None):
     stats['counts'][reason] += 1
     if message and len(stats['errors']) < MAX_ERRORS:
         stats['errors'].append(message)
+
+
+def image_path(root, image, stats, where):
+    """root/image, or None (noted) for a path that would leave root: absolute, or with a '..' part."""
+    if os.path.isabs(image) or '..' in image.replace(os.sep, '/').split('/'):
+        note(stats, 'image_outside_root', f"{where}: image path {image} is outside the image root {root}")
+        return None
+    return os.path.join(root, image)
 
 
 # -----------------------------------------------------------------------------
@@ -415,14 +470,16 @@ def pretrain_samples(entries, root, stats, where):
         if not isinstance(caption, str):
             note(stats, 'missing_caption', f"{where(n)} ({source}): no gpt turn with the caption")
             continue
-        yield source, os.path.join(root, entry['image']), caption
+        path = image_path(root, entry['image'], stats, f"{where(n)} ({source})")
+        if path is not None:
+            yield source, path, caption
 
 
 def folder_samples(lines, root, stats, where):
     """captions.jsonl lines {"image": path relative to its folder, "caption": text}."""
     for n, line in enumerate(lines):
         try:
-            record = json.loads(line.decode('utf-8'))
+            record = json.loads(line.decode('utf-8-sig'))  # a byte order mark starts some files
         except UnicodeDecodeError:
             note(stats, 'bad_utf8', f"{where(n)}: not UTF-8")
             continue
@@ -435,7 +492,9 @@ def folder_samples(lines, root, stats, where):
         if not isinstance(record.get('caption'), str):
             note(stats, 'missing_caption', f"{where(n)} ({record['image']}): no 'caption'")
             continue
-        yield record['image'], os.path.join(root, record['image']), record['caption']
+        path = image_path(root, record['image'], stats, f"{where(n)} ({record['image']})")
+        if path is not None:
+            yield record['image'], path, record['caption']
 
 
 LLAVA_ROLES = {'human': 'user', 'gpt': 'assistant'}
@@ -469,7 +528,13 @@ def llava_samples(entries, root, stats, where):
             note(stats, 'bad_conversation',
                  f"{where(n)} ({source}): conversations must alternate human and gpt turns")
             continue
-        yield source, os.path.join(root, image) if image else None, turns
+        if image is None and any('<image>' in turn['value'] for turn in entry['conversations']):
+            note(stats, 'image_in_text_only', f"{where(n)} ({source}): <image> in a conversation without "
+                                              f"an image")
+            continue
+        path = image_path(root, image, stats, f"{where(n)} ({source})") if image else None
+        if image is None or path is not None:
+            yield source, path, turns
 
 
 def read_image_source(job, stats):
@@ -483,12 +548,12 @@ def read_image_source(job, stats):
 # -----------------------------------------------------------------------------
 # Samples: tokens and loss masks (the row contract: BOS, image positions, text, EOT)
 
-def caption_sample(enc, caption, n_image, max_tokens, stats):
+def caption_sample(enc, source, caption, n_image, max_tokens, stats):
     """[EOT] + n_image x [IMAGE] + caption + [EOT], trained on the caption and its EOT; None if empty."""
     ids = TOKENIZERS[enc.name]
     text = encode(enc, caption.strip())
     if not text:
-        note(stats, 'empty_caption')
+        note(stats, 'empty_caption', f"{source}: empty caption")
         return None
     room = max_tokens - n_image - 2
     if len(text) > room:
@@ -582,7 +647,8 @@ class ShardWriter:
 
 
 def job_identity(job):
-    """What a finished shard must have been made from (the entries themselves are in the input file)."""
+    """What a finished shard must have been made from: the settings and the input file's path, size and
+    modification time (the entries themselves are in that file; the image files read are in 'input')."""
     return {k: v for k, v in job.items() if k not in ('entries', 'out_dir')}
 
 
@@ -594,17 +660,19 @@ def prepare_image_shard(job):
     writers = {split: ShardWriter(job['out_dir'], shard_name(split, job['index']), size, dtype)
                for split in SPLITS}
     stats = dict(counts={reason: 0 for reason in IMAGE_SKIPS + IMAGE_CUTS}, errors=[])
-    written = 0
+    written, image_inputs = 0, {}  # the image files read, as file_stat gives them (None: missing)
     for source, image, text in read_image_source(job, stats):
         if job['kind'] == 'captions':
-            sample = caption_sample(enc, text, n_image, max_tokens, stats)
+            sample = caption_sample(enc, source, text, n_image, max_tokens, stats)
         else:
             sample = conversation_sample(enc, text, n_image if image is not None else 0, max_tokens, stats)
         if sample is None:
             continue
         pixels = None
         if image is not None:
-            if isinstance(image, str) and not os.path.isfile(image):
+            if isinstance(image, str):
+                image_inputs[image] = file_stat(image)
+            if isinstance(image, str) and image_inputs[image] is None:
                 note(stats, 'missing_image', f"{source}: image file {image} not found")
                 continue
             try:
@@ -618,23 +686,25 @@ def prepare_image_shard(job):
     counts = stats['counts']
     job_stats = dict(path=job['path'], samples=written, errors=stats['errors'],
                      skipped={r: counts[r] for r in IMAGE_SKIPS},
-                     shortened={r: counts[r] for r in IMAGE_CUTS})
+                     shortened={r: counts[r] for r in IMAGE_CUTS}, image_inputs=image_inputs)
     return [writers[split].finish(job_identity(job), job_stats) for split in SPLITS]
 
 
 def finished_image_shard(out_dir, job):
-    """The two shard infos of a job finished by an earlier run with the same input and settings, else None."""
+    """The two shard infos of a job finished by an earlier run from the same inputs (the input file and
+    every image file it read, unchanged) and settings, else None."""
     infos = []
     for split in SPLITS:
         path = os.path.join(out_dir, shard_name(split, job['index']) + '.json')
         try:
             with open(path) as f:
                 info = json.load(f)
-        except (OSError, ValueError):
+            complete = all(os.path.isfile(os.path.join(out_dir, n)) for n in info['files'])
+            images = info['input']['image_inputs']
+            unchanged = all(file_stat(p) == st for p, st in images.items()) if not infos else True
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
-        files = info.get('files') if isinstance(info, dict) else None
-        complete = files and all(os.path.isfile(os.path.join(out_dir, n)) for n in files)
-        if not complete or info.get('job') != job_identity(job):
+        if not complete or not unchanged or info.get('job') != job_identity(job):
             return None
         infos.append(info)
     return infos
@@ -689,7 +759,7 @@ def load_entries(reader, path):
             return [line for line in f.read().split(b'\n') if line.strip()]
     try:
         with open(path, 'rb') as f:
-            entries = json.loads(f.read().decode('utf-8'))
+            entries = json.loads(f.read().decode('utf-8-sig'))  # a byte order mark starts some files
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SystemExit(f"{path}: not valid JSON ({type(e).__name__}: {e})") from None
     if not isinstance(entries, list):
@@ -701,7 +771,8 @@ def image_jobs(kind, sources, out_dir, shard_size, **settings):
     """One job per output shard: a whole tar, or shard_size consecutive entries of a JSON / JSONL file."""
     jobs = []
     for reader, path, root in sources:
-        base = dict(kind=kind, reader=reader, path=path, root=root, **settings, out_dir=out_dir)
+        base = dict(kind=kind, reader=reader, path=path, root=root, **settings, out_dir=out_dir,
+                    inputs={path: file_stat(path)}, shard_size=None if reader == 'tar' else shard_size)
         if reader == 'tar':
             jobs.append(dict(base, first=0, count=None, entries=None))
             continue
@@ -727,7 +798,9 @@ def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_s
     get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
     sources = image_sources(kind, inputs, images)
     os.makedirs(out_dir, exist_ok=True)
-    jobs = image_jobs(kind, sources, out_dir, shard_size, tokenizer=tokenizer, image_size=image_size,
+    remove_leftovers(out_dir)
+    jobs = image_jobs(kind, sources, out_dir, shard_size, tokenizer=tokenizer,
+                      tokenizer_sha256=tokenizer_sha256(tokenizer), image_size=image_size,
                       image_positions=image_positions, max_tokens=max_tokens, val_fraction=val_fraction)
     results, pending = {}, []
     for job in jobs:
@@ -738,6 +811,8 @@ def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_s
             pending.append(job)
     if results:
         print(f"{out_dir}: {len(results)} of {len(jobs)} shards already finished, kept")
+    start_rebuild(out_dir, len(jobs), [shard_name(split, job['index']) + '.json'
+                                       for job in pending for split in SPLITS])
     t0, new_images = time.time(), 0
     total = None if any(job['reader'] == 'tar' for job in pending) else sum(job['count'] for job in pending)
     if pending:
@@ -798,7 +873,7 @@ def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_po
         report += [f"    {message}" for message in errors[path][:5]]
     if total == 0:
         raise SystemExit(f"{out_dir}: no usable samples found:\n" + "\n".join(report))
-    atomic_write_bytes(os.path.join(out_dir, 'manifest.json'), json.dumps(manifest, indent=1).encode())
+    write_manifest(out_dir, manifest)
     n, t = manifest['num_samples'], manifest['num_tokens']
     print(f"{out_dir}: {total:,} {kind} samples ({n['train']:,} train, {n['val']:,} val), "
           f"{sum(manifest['num_images'].values()):,} images, {sum(t.values()):,} tokens "
@@ -812,19 +887,29 @@ def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_po
 # -----------------------------------------------------------------------------
 # The shapes world end to end: write it, then run the real pipeline on what it wrote
 
+def written_world(path):
+    """world.json's dict; None when there is none or it was cut short (write_world writes it last)."""
+    try:
+        with open(path, 'rb') as f:
+            world = json.loads(f.read().decode('utf-8'))
+    except (FileNotFoundError, ValueError):
+        return None
+    return world if isinstance(world, dict) else None
+
+
 def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_positions=None, max_tokens=1024,
                    val_fraction=0.005, workers=None, **sizes):
     """out/raw (the world, as shapes.write_world writes it; eval reads raw/vqa and raw/text_mc),
-    out/captions, out/instruct (image shards) and out/text (token shards). Finished steps are skipped."""
+    out/captions, out/instruct (image shards) and out/text (token shards). A world already written is
+    kept; each step keeps its finished shards and rebuilds those made from other settings."""
     sizes = {k: v for k, v in sizes.items() if v is not None}
     unknown = set(sizes) - set(SHAPES_SIZES)
     if unknown:
         raise ValueError(f"unknown shapes world sizes {sorted(unknown)}; known: {SHAPES_SIZES}")
     raw = os.path.join(out_dir, 'raw')
     world_path = os.path.join(raw, 'world.json')
-    if os.path.isfile(world_path):  # written last by write_world: the world is complete
-        with open(world_path) as f:
-            world = json.load(f)
+    world = written_world(world_path)
+    if world is not None:
         asked = dict(seed=seed, image_size=image_size, **sizes)
         found = dict(seed=world['seed'], image_size=world['image_size'], **world['sizes'])
         differ = {k: (v, found.get(k)) for k, v in asked.items() if found.get(k) != v}
@@ -841,13 +926,7 @@ def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_pos
     manifests = {}
     for step in ('captions', 'instruct', 'text'):
         out = os.path.join(out_dir, step)
-        if os.path.isfile(os.path.join(out, 'manifest.json')):
-            manifests[step] = read_manifest(out)
-            if manifests[step]['tokenizer'] != tokenizer:
-                raise SystemExit(f"{out} was prepared with the tokenizer '{manifests[step]['tokenizer']}', "
-                                 f"'{tokenizer}' asked; remove {out_dir} or choose another --out")
-            print(f"{out}: manifest.json exists, step skipped")
-        elif step == 'captions':
+        if step == 'captions':
             manifests[step] = prepare_images('captions', [os.path.join(raw, 'captions')], out, **settings)
         elif step == 'instruct':
             manifests[step] = prepare_images('instruct', [os.path.join(raw, 'instruct', 'llava.json')], out,
@@ -880,8 +959,16 @@ def shapes_sizes(settings):
 
 
 def main(argv=None):
-    commands = dict(text=TEXT, captions=CAPTIONS, llava=LLAVA, shapes=SHAPES)
+    commands = dict(text=TEXT, captions=CAPTIONS, llava=LLAVA, shapes=SHAPES, verify=VERIFY)
     command, s = configurator.parse_command(commands, argv, script='prepare_data.py')
+    if command == 'verify':  # every sha256 against the manifest, every token id against its vocab_size
+        configurator.require(s, 'data')
+        good, bad = verify_data([p.strip() for p in s['data'].split(',') if p.strip()])
+        for line in good:
+            print(line)
+        if bad:
+            sys.exit("\n".join(bad))
+        return good
     configurator.require(s, 'out', *(() if command == 'shapes' else ('input',)))
     if s['tokenizer'] not in TOKENIZERS:
         sys.exit(f"config error: --tokenizer must be one of {', '.join(TOKENIZERS)}, got {s['tokenizer']!r}")

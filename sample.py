@@ -20,7 +20,7 @@ import torch
 
 import configurator
 from model import VLM, model_from_checkpoint
-from tokenizer import TOKENIZERS, chat_tokens, encode, get_tokenizer
+from tokenizer import TOKENIZERS, chat_tokens, decode, encode, get_tokenizer
 
 DEFAULTS = {
     'ckpt': 'out/tiny_text/ckpt.pt',  # the checkpoint to sample from
@@ -107,7 +107,7 @@ def main(argv=None):
     texts = []
     for row in out.tolist():
         row = row[:row.index(eot)] if eot in row else row
-        text = enc.decode([t for t in row if t < enc.n_vocab])  # the vocabulary's padded rows have no text
+        text = decode(enc, row)
         # an answer follows "Assistant:": its leading space goes
         texts.append(prompt + text if not stops or caption else text.strip())
         print(texts[-1])

@@ -53,6 +53,7 @@ from PIL import Image
 import configurator
 from shapes_text import (COUNT_WORDS, FACTS, FactDecks, capitalize, corpus_documents, max_mc_questions,
                          mc_questions, text_conversation)
+from shards import atomic_write_bytes
 from tokenizer import VQA_INSTRUCTION
 
 # -----------------------------------------------------------------------------
@@ -441,8 +442,7 @@ def _write_jsonl(path, rows):
 
 
 def _write_json(path, obj):
-    with open(path, 'w') as f:
-        json.dump(obj, f)
+    atomic_write_bytes(path, json.dumps(obj).encode())  # world.json, written last, marks a finished world
 
 
 OUTPUTS = ('captions', 'instruct', 'vqa', 'text', 'text_mc', 'world.json')

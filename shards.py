@@ -29,12 +29,28 @@ the tokens), num_tokens {split: n}, shards {split: [entry]}, sources (the input 
     images:  image_size, image_positions, max_tokens, val_fraction, num_samples, num_images
              {split: n}, shortened {reason: n}, skipped_by_source {path: {reason: n}};
              shard entry {name (without extension), num_samples, num_tokens, num_images, files}
+
+Writing (prepare_data.py): every file is written under a temporary name (`NAME.tmp<pid>`) and renamed.
+A part (a text group's part_NNNNNN.json, an image shard's JSON) is written after its shards and marks
+them finished; it records what they were made from: each input file's path, size and modification time
+(in ns), and the settings (tokenizer and the sha256 of its file, val_fraction, group / shard size, image
+settings). A re-run into the same folder keeps the parts whose inputs and settings are unchanged and
+rebuilds the others; before it rewrites anything it removes manifest.json and the parts it will redo
+(start_rebuild), so the manifest never lists a shard it does not describe, and it writes the manifest
+last. A kill -9 at any moment followed by the same command gives the files of an uninterrupted run;
+the temporary files a killed run leaves are removed at the start of the next (remove_leftovers). Not
+guaranteed: a power loss (directories are not fsynced), and two runs writing into one folder at once.
+
+Reading checks the manifest, and each shard's header and size against it (cheap: no file is read
+whole); verify_folder (`python prepare_data.py verify --data=DIR`) also checks every file's sha256
+against the manifest and every token id against its vocab_size (it reads every byte).
 """
 import bisect
 import hashlib
 import io
 import json
 import os
+import re
 import struct
 
 import numpy as np
@@ -100,15 +116,97 @@ def read_token_shard(path):
     return np.memmap(path, dtype=DTYPES[itemsize], mode='r', offset=HEADER_BYTES, shape=(count,))
 
 
+MANIFEST_KEYS = ('kind', 'tokenizer', 'vocab_size', 'eot_id', 'image_id', 'dtype', 'num_tokens', 'shards')
+IMAGE_MANIFEST_KEYS = ('image_size', 'image_positions', 'num_samples')
+ENTRY_KEYS = {'text': ('name', 'num_tokens', 'sha256'),
+              'images': ('name', 'num_samples', 'num_tokens', 'num_images', 'files')}
+
+
+def manifest_problem(manifest):
+    """What makes a parsed manifest.json unusable, or None."""
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    image = manifest.get('kind') in IMAGE_KINDS
+    missing = [k for k in MANIFEST_KEYS + (IMAGE_MANIFEST_KEYS if image else ()) if k not in manifest]
+    if missing:
+        return f"no {', '.join(map(repr, missing))} (not a manifest prepare_data.py wrote, or a damaged one)"
+    if manifest['kind'] not in ('text',) + IMAGE_KINDS:
+        return f"unknown kind {manifest['kind']!r}"
+    if manifest['dtype'] not in [np.dtype(t).name for t in DTYPES.values()]:
+        return f"unknown token dtype {manifest['dtype']!r}"
+    shards = manifest['shards']
+    if not isinstance(shards, dict) or not all(isinstance(shards.get(s), list) for s in SPLITS):
+        return f"'shards' must hold a list of shard entries for each of {', '.join(SPLITS)}"
+    keys = ENTRY_KEYS['images' if image else 'text']
+    for split in SPLITS:
+        for i, entry in enumerate(shards[split]):
+            where = f"shard entry {i} of '{split}'"
+            if not isinstance(entry, dict) or any(k not in entry for k in keys):
+                return f"{where} is not an object with {', '.join(keys)}"
+            if image and not isinstance(entry['files'], dict):
+                return f"{where}: 'files' must map file names to sha256"
+            names = [entry['name']] + (list(entry['files']) if image else [])
+            if any(not isinstance(n, str) or n in ('', '.', '..') or os.path.basename(n) != n for n in names):
+                return f"{where}: a shard is a file of the folder, not {names}"
+    return None
+
+
 def read_manifest(folder, kind=None):
+    """A data folder's manifest.json, checked; a bad one is a ValueError naming the file."""
     path = os.path.join(folder, 'manifest.json')
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder}: no manifest.json (prepare the data with prepare_data.py first)")
-    with open(path) as f:
-        manifest = json.load(f)
-    if kind is not None and manifest.get('kind') != kind:
-        raise ValueError(f"{path}: expected kind '{kind}' data, found '{manifest.get('kind')}'")
+    try:
+        with open(path, 'rb') as f:
+            manifest = json.loads(f.read().decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); prepare the data again") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    if kind is not None and manifest['kind'] != kind:
+        raise ValueError(f"{path}: expected kind '{kind}' data, found '{manifest['kind']}'")
     return manifest
+
+
+# -----------------------------------------------------------------------------
+# Writing a data folder so that a kill at any moment leaves nothing that looks finished and is not
+
+TMP_NAME = re.compile(r'\.tmp\d+$')  # the temporary names of atomic_write_bytes, prepare_data.ShardWriter
+PART_NAME = re.compile(r'^(?:part|train|val)_(\d{6})\.')  # the files of part / shard NNNNNN
+
+
+def remove_leftovers(folder):
+    """The temporary files of an interrupted run (ours by their name), at the start of the next."""
+    stray = sorted(name for name in os.listdir(folder) if TMP_NAME.search(name))
+    for name in stray:
+        os.remove(os.path.join(folder, name))
+    if stray:
+        print(f"{folder}: removed {len(stray)} temporary files of an interrupted run")
+
+
+def start_rebuild(folder, n_parts, redo):
+    """Before a shard is rewritten: remove manifest.json, then the JSONs (`redo`) that mark the parts
+    to redo as finished, then every file of the parts beyond this run's n_parts, their JSONs first.
+    Killed anywhere in between, the folder holds no manifest, and no part that disagrees with its shards."""
+    beyond = [name for name in os.listdir(folder)
+              if PART_NAME.match(name) and int(PART_NAME.match(name)[1]) >= n_parts]
+    if not redo and not beyond:
+        return
+    beyond.sort(key=lambda name: (not name.endswith('.json'), name))
+    for name in ['manifest.json'] + list(redo) + beyond:
+        if os.path.exists(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+
+
+def write_manifest(folder, manifest):
+    """manifest.json, written last; left untouched when a re-run found nothing to change."""
+    path, data = os.path.join(folder, 'manifest.json'), json.dumps(manifest, indent=1).encode()
+    if os.path.isfile(path):
+        with open(path, 'rb') as f:
+            if f.read() == data:
+                return
+    atomic_write_bytes(path, data)
 
 
 def load_text_split(folder, split):
@@ -120,6 +218,8 @@ def load_text_split(folder, split):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{folder}: shard {entry['name']} listed in manifest.json is missing")
         tokens = read_token_shard(path)
+        if tokens.dtype != np.dtype(manifest['dtype']):
+            raise ValueError(f"{path}: {tokens.dtype.name} tokens, manifest.json says {manifest['dtype']}")
         if tokens.size != entry['num_tokens']:
             raise ValueError(f"{path}: {tokens.size} tokens, manifest.json says {entry['num_tokens']}")
         if tokens.size:
@@ -242,3 +342,88 @@ class ImageShards:
     def lengths(self):
         """Token count of every sample, in order (for the loader's packing)."""
         return np.concatenate([np.diff(s['offsets']) for s in self.shards] + [np.zeros(0, dtype=np.int64)])
+
+
+# -----------------------------------------------------------------------------
+# Verification: every byte against the manifest's sha256, every token id against its vocab_size
+
+def scan(path, offset=None, dtype=None):
+    """(sha256 of the file, largest value of the array of dtype that starts at offset, or None), in one
+    pass. The bytes after offset must be a whole number of items (the readers check sizes first)."""
+    h, top = hashlib.sha256(), None
+    with open(path, 'rb') as f:
+        if offset is not None:
+            h.update(f.read(offset))
+        for chunk in iter(lambda: f.read(1 << 24), b''):  # a multiple of every item size
+            h.update(chunk)
+            if offset is not None and chunk:
+                top = max(top if top is not None else 0, int(np.frombuffer(chunk, dtype=dtype).max()))
+    return h.hexdigest(), top
+
+
+def verify_folder(folder):
+    """Check every shard file of a data folder: its header and size (the readers' checks), its sha256
+    against manifest.json, and its token ids against the manifest's vocab_size. Returns (a line per bad
+    file, the number of files checked, the vocab_size); a bad manifest raises ValueError."""
+    manifest = read_manifest(folder)
+    vocab_size, dtype, problems, checked = manifest['vocab_size'], np.dtype(manifest['dtype']), [], 0
+    for entry in manifest['shards']['train'] + manifest['shards']['val']:
+        text = manifest['kind'] == 'text'
+        files, bad_files = {entry['name']: entry['sha256']} if text else entry['files'], 0
+        for name, expected in files.items():
+            path, checked = os.path.join(folder, name), checked + 1
+            problem = verify_file(path, expected, entry, dtype, vocab_size)
+            if problem:
+                problems.append(problem)
+                bad_files += 1
+        if not text and not bad_files:
+            try:  # the arrays against each other, the shard's JSON and the manifest
+                open_image_shard(folder, entry, manifest)
+            except (OSError, ValueError) as e:
+                problems.append(str(e))
+    return problems, checked, vocab_size
+
+
+def verify_file(path, expected, entry, dtype, vocab_size):
+    """One line naming the file and what is wrong with it, or None."""
+    if not os.path.isfile(path):
+        return f"{path}: shard file listed in manifest.json is missing"
+    try:
+        offset = None
+        if path.endswith('.bin'):
+            tokens = read_token_shard(path)
+            if tokens.dtype != dtype or tokens.size != entry['num_tokens']:
+                return (f"{path}: {tokens.size} {tokens.dtype.name} tokens, manifest.json says "
+                        f"{entry['num_tokens']} {dtype.name}")
+            offset = HEADER_BYTES
+        elif path.endswith('.tokens.npy'):
+            offset = open_npy(path, dtype, ()).offset
+        digest, top = scan(path, offset, dtype)
+    except (OSError, ValueError) as e:
+        return str(e) if str(e).startswith(path) else f"{path}: {e}"
+    bad = [] if digest == expected else ["sha256 differs from manifest.json's (the file changed after it "
+                                         "was prepared)"]
+    if top is not None and top >= vocab_size:
+        bad.append(f"token id {top} at or above the vocab_size {vocab_size} of manifest.json")
+    return f"{path}: " + "; ".join(bad) if bad else None
+
+
+def verify_data(folders):
+    """verify_folder for each folder, or when it holds no manifest.json for each subfolder that does (the
+    shapes world's root). Returns (a line per good folder, a line per bad file or manifest)."""
+    good, bad = [], []
+    for folder in folders:
+        found = []
+        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, 'manifest.json')):
+            found = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                           if os.path.isfile(os.path.join(folder, name, 'manifest.json')))
+        for data in found or [folder]:
+            try:
+                problems, checked, vocab_size = verify_folder(data)
+            except (OSError, ValueError) as e:  # no manifest, or a bad one
+                problems = [str(e)]
+            bad += problems
+            if not problems:
+                good.append(f"{data}: {checked} files verified: sha256 as in manifest.json, token ids below "
+                            f"its vocab_size {vocab_size}")
+    return good, bad

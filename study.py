@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import configurator
 import train  # its config keys: study.py reads config/tiny_*.py as train.py does
-from eval import load_results
+from eval import EvalError, load_results, measured_as
 from plots import line_chart
 
 ARMS = {  # name -> mixed-stage overrides (config/arm_*.py's settings); the first is the default recipe
@@ -163,15 +163,46 @@ def side_by_side(jobs, workers, progress):
 
 
 def checkpoint_step(out_dir):
-    """The step at which the train.py run in out_dir last saved its ckpt.pt, or None without one."""
+    """The step at which the run in out_dir (train.py's or tower.py's) last saved its ckpt.pt, or None
+    without one."""
     from model import load_checkpoint
     path = os.path.join(out_dir, 'ckpt.pt')
     return load_checkpoint(path)['step'] if os.path.isfile(path) else None
 
 
-def read_log(path):
+def loss_curve(path):
+    """[(step, train loss)] of a train.py log.jsonl, by step. A run killed and resumed from its checkpoint
+    logs the steps it redid twice: the last record of a step is the one the run went on from. A kill can
+    cut a line short, and the resumed run then appends on that line: the record is what parses after the
+    cut (a line with none is no record)."""
+    losses = {}
     with open(path) as f:
-        return [json.loads(line) for line in f]
+        for line in f:
+            start = line.find('{')
+            while start >= 0:
+                try:
+                    record = json.loads(line[start:])
+                    break
+                except ValueError:
+                    start = line.find('{', start + 1)
+            else:
+                continue
+            if isinstance(record, dict) and 'loss' in record:
+                losses[record['step']] = record['loss']
+    return sorted(losses.items())
+
+
+def tower_problem(folder):
+    """What keeps the tower in folder from loading, in one line, or None when it loads (config.json
+    beside model.safetensors, the tensors of the shape it names)."""
+    from vision import load_siglip
+    if not os.path.isfile(os.path.join(folder, 'config.json')):
+        return f"{folder}: no config.json beside model.safetensors"
+    try:
+        load_siglip(folder)
+    except (ValueError, OSError, KeyError, TypeError, AttributeError) as e:
+        return str(e).splitlines()[0]  # a mismatch lists every tensor on the lines below
+    return None
 
 
 # -----------------------------------------------------------------------------
@@ -256,15 +287,34 @@ def train_step(s, progress, title, cmd, run_dir, steps, log):
                  complete=lambda: checkpoint_step(run_dir) == steps)
 
 
+def tower_step(s, progress, log):
+    """The tower. tower.py writes config.json, then model.safetensors, then removes its resume checkpoint
+    ckpt.pt: the step is done when the first two load as a tower and the third is gone. A run cut short
+    (a ckpt.pt left, or no model.safetensors) is run again and resumes or starts over; weights that do not
+    load with no run to finish, or a ckpt.pt that does not load, stop the study with what to remove."""
+    title, folder = 'a tiny SigLIP tower (sigmoid loss)', f"{s['out']}/tower"
+    weights, checkpoint = f'{folder}/model.safetensors', f'{folder}/ckpt.pt'
+    if os.path.isfile(checkpoint):
+        try:
+            title += f", resumed at step {checkpoint_step(folder)}"
+        except ValueError as e:  # load_checkpoint names the file and the cause
+            return progress.fail(f"{' '.join(str(e).split())}; remove {checkpoint} to train the tower anew")
+    elif os.path.exists(weights):
+        problem = tower_problem(folder)
+        if problem:
+            return progress.fail(f"{problem}; remove {weights} and run study.py again to train the tower "
+                                 "anew")
+    progress.run(title, tower_command(s), log, done_when=weights, threads=s['threads'],
+                 complete=lambda: not os.path.exists(checkpoint) and tower_problem(folder) is None)
+
+
 def shared_steps(s, progress):
     """The world, then the tower and the text LM side by side (neither depends on the other)."""
     logs = os.path.join(s['out'], 'logs')
-    # always run: it keeps what exists, and refuses data of another tokenizer
+    # always run: it keeps what is finished and rebuilds what was made from other inputs or settings
     progress.run('the shapes world', world_command(s), os.path.join(logs, 'world.log'))
     side_by_side([
-        lambda: progress.run('a tiny SigLIP tower (sigmoid loss)', tower_command(s),
-                             os.path.join(logs, 'tower.log'), done_when=f"{s['out']}/tower/model.safetensors",
-                             threads=s['threads']),
+        lambda: tower_step(s, progress, os.path.join(logs, 'tower.log')),
         lambda: train_step(s, progress, 'the tiny LM on text', text_command(s), f"{s['out']}/text",
                            s['plan']['text_iters'], os.path.join(logs, 'text.log')),
     ], s['jobs'], progress)
@@ -279,9 +329,27 @@ def pipeline(s, progress, arm, seed):
                f'{out}/mixed/{name}', plan['mixed_iters'], log)
     train_step(s, progress, f'{arm}, seed {seed}: finetune', finetune_command(s, arm, seed), f'{out}/{name}',
                plan['finetune_iters'], log)
-    progress.run(f'{arm}, seed {seed}: evaluation', eval_command(s, arm, seed), log,
-                 done_when=f'{out}/{name}/results.json', threads=s['threads'],
-                 complete=lambda: load_results(f'{out}/{name}')['step'] == plan['finetune_iters'])
+    eval_step(s, progress, arm, seed, log)
+
+
+def eval_step(s, progress, arm, seed, log):
+    """The evaluation of a run. Done when its results.json is of the run's last step and measured what the
+    study's eval command measures: the same tasks on the same items (eval.measured_as). eval.py replaces
+    a results.json of the same items (of an earlier checkpoint, say) and keeps one of other items (another
+    --limit, run by hand): that one stops the study with what to move away."""
+    folder, cmd = f"{s['out']}/{arm}_seed{seed}", eval_command(s, arm, seed)
+    results = f'{folder}/results.json'
+    if os.path.exists(results) and not progress.failed:
+        try:
+            other = not measured_as(load_results(folder), cmd[2:])
+        except EvalError as e:  # load_results names the file and the cause
+            return progress.fail(f"{e}; remove {results} to evaluate the run again")
+        if other:
+            return progress.fail(f"{results} holds an evaluation of other items than the study's (another "
+                                 f"--limit, --seed or task list; or the study's data is unreadable): "
+                                 f"move it away to evaluate the run again")
+    progress.run(f'{arm}, seed {seed}: evaluation', cmd, log, done_when=results, threads=s['threads'],
+                 complete=lambda: load_results(folder)['step'] == s['plan']['finetune_iters'])
 
 
 def compare_runs(s, finals):
@@ -296,7 +364,7 @@ def compare_runs(s, finals):
 def plot_losses(s):
     """The train loss curves of each stage: loss_text.png, loss_mixed.png, loss_finetune.png."""
     out = s['out']
-    curve = lambda folder: [(r['step'], r['loss']) for r in read_log(f'{folder}/log.jsonl') if 'loss' in r]
+    curve = lambda folder: loss_curve(f'{folder}/log.jsonl')
     line_chart({'text': curve(f'{out}/text')}, f'{out}/loss_text.png', 'text stage: train loss')
     for stage, folder in (('mixed', f'{out}/mixed'), ('finetune', out)):
         curves = {f'{arm}_seed{seed}': curve(f'{folder}/{arm}_seed{seed}') for arm, seed in s['runs']}

@@ -133,6 +133,20 @@ def encode(enc, text):
     return enc.encode_ordinary(text)
 
 
+def decode(enc, ids):
+    """ids -> text, as enc.decode, for every id: ids past the tokenizer's (the vocabulary's padded rows)
+    have no text, and a byte whose rank a one-byte word piece took over ('A', 'I' and 's' in shapes) is
+    still that byte, where enc.decode fails. Invalid UTF-8 is replaced."""
+    pieces = []
+    for t in ids:
+        if t < enc.n_vocab:
+            try:
+                pieces.append(enc.decode_single_token_bytes(t))
+            except KeyError:
+                pieces.append(bytes([t]) if t < 256 else b'')
+    return b''.join(pieces).decode('utf-8', errors='replace')
+
+
 # -----------------------------------------------------------------------------
 # The chat template (finetune data, eval prompts, sample.py)
 

@@ -10,7 +10,10 @@ that vision.load_siglip (and transformers) read.
 Several groups of swap words are separated by ';' (--swap_words='red,blue;left,right').
 A stopped run (SIGTERM, SIGINT, --stop_at_step) leaves out/ckpt.pt; the same command resumes from
 it and gives the same tower, bit for bit, as a run that was never stopped. The finished tower is
-out/model.safetensors (written last) and out/config.json.
+out/config.json and out/model.safetensors, written in that order, each under a temporary name renamed
+last; out/ckpt.pt (written the same way) is removed after them. So a kill -9 at any moment leaves
+either no model.safetensors or a whole tower, and the same command resumes from the last ckpt.pt (or
+starts over) to the same tower; it removes the temporary files a killed run left.
 
 Reads top to bottom: the settings, the text tower and the two-tower model, the sigmoid loss, the
 hard negatives (one word swapped), the training loop and its resume checkpoint, the held-out
@@ -31,7 +34,7 @@ from tqdm import tqdm
 
 import configurator
 from model import load_checkpoint, lr_at
-from shards import ImageShards, atomic_write_bytes
+from shards import ImageShards, atomic_write_bytes, remove_leftovers
 from tokenizer import encode, get_tokenizer
 from vision import PRESETS, Block, SiglipVisionTower, init_weights, normalize, save_siglip
 
@@ -199,7 +202,10 @@ def save_resume(path, model, optimizer, rng, step, settings):
 def resume(path, settings, model, optimizer, rng):
     """Load a resume checkpoint written by save_resume into the model, the optimizer and the
     generators; a checkpoint of other settings is refused. -> the step to go on from."""
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except ValueError as e:  # one line: the loader's cause may run over several
+        raise ValueError(f"{' '.join(str(e).split())}; remove {path} to start over") from None
     saved = state.get('settings', {}) if isinstance(state, dict) else {}
     differ = [k for k in sorted(set(settings) | set(saved)) if saved.get(k) != settings.get(k)]
     if differ:
@@ -346,7 +352,6 @@ def swap_accuracy(model, images, captions, groups):
 # -----------------------------------------------------------------------------
 # pre-training on a captions folder
 
-
 def word_groups(groups, tokenizer):
     """'circle,square,...' strings -> lists of token ids, one per word as it reads inside a caption
     (after a space); a word that is not a single token cannot be swapped in place and is refused."""
@@ -417,6 +422,7 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
               f"and are cut")
     text = TextConfig(vocab_size=manifest['vocab_size'], max_len=max_len, pad_id=manifest['eot_id'])
     os.makedirs(out_dir, exist_ok=True)
+    remove_leftovers(out_dir)  # the temporary files of a killed run: it never renamed them
     checkpoint = os.path.join(out_dir, 'ckpt.pt')
     model = train_tower(images, captions, vision=preset, text=text, steps=steps, batch_size=batch_size, lr=lr,
                         seed=seed, swap_groups=swap_groups, device=device, checkpoint=checkpoint,
@@ -424,7 +430,9 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
     if model is None:
         return None
     _report(model, captions_dir, swap_groups)
-    save_siglip(model, out_dir)  # model.safetensors last: its presence means the tower is done
+    # config.json, then model.safetensors: weights never stand without their config; the resume checkpoint
+    # goes last, so a kill before it leaves the step to resume from
+    save_siglip(model, out_dir)
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
     print(f"saved {out_dir}/model.safetensors")

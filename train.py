@@ -35,9 +35,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import attention as attention_module
 from configurator import configure
-from model import (LM, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu, load_checkpoint,
-                   lr_at, vlm_args)
-from shards import ImageShards, load_text_split
+from model import (LM, PROJECTORS, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu,
+                   load_checkpoint, load_weights, lr_at, vlm_args)
+from shards import ImageShards, atomic_write_bytes, load_text_split
 from vision import load_siglip
 
 # -----------------------------------------------------------------------------
@@ -307,10 +307,25 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state['cuda'])
 
 
+class CheckpointWriteError(OSError):
+    pass
+
+
 def save_checkpoint(path, checkpoint):
+    """Write to a temporary name, fsync, rename: a crash or a full disk mid-write leaves the previous
+    checkpoint intact, and a checkpoint that exists is complete."""
     tmp = f"{path}.tmp"
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint intact
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:  # a full disk: OSError, or RuntimeError from torch's zip writer
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise CheckpointWriteError(f"could not write {path} ({str(e).splitlines()[0]}); the previous "
+                                   f"one, if any, is intact") from e
+    os.replace(tmp, path)
 
 
 def milestone_steps(fractions, max_steps):
@@ -360,12 +375,31 @@ def fill_run_paths(config):
 
 
 def check_config():
-    if stage not in ('text', 'mixed', 'finetune'):
-        fail(f"stage must be 'text', 'mixed' or 'finetune', got {stage!r}")
-    if image_row_fill not in ('text', 'pad'):
-        fail(f"image_row_fill must be 'text' or 'pad', got {image_row_fill!r}")
+    """One pass over the values before anything is read or written: the first bad one, in one line."""
+    choices = dict(stage=('text', 'mixed', 'finetune'), image_row_fill=('text', 'pad'),
+                   projector=PROJECTORS, attention=attention_module.BACKENDS,
+                   dtype=('float32', 'bfloat16', 'float16'), vision_dtype=('float32', 'bfloat16', 'float16'))
+    for key, allowed in choices.items():
+        if globals()[key] not in allowed:
+            fail(f"{key} must be one of {', '.join(map(repr, allowed))}, got {globals()[key]!r}")
+    for key in ('batch_size', 'gradient_accumulation_steps', 'eval_interval', 'eval_iters', 'log_interval',
+                'block_size', 'n_layer', 'n_head', 'n_embd'):
+        if globals()[key] < 1:
+            fail(f"{key} must be at least 1, got {globals()[key]}")
+    if max_iters < (0 if stage == 'finetune' else 1):
+        fail(f"max_iters must be at least 1 (finetune: 0 = from epochs), got {max_iters}")
+    if stage == 'finetune' and max_iters == 0 and epochs <= 0:
+        fail(f"epochs must be positive when max_iters is 0, got {epochs}")
     if not 0 <= image_ratio <= 1:
         fail(f"image_ratio must be within [0, 1], got {image_ratio}")
+    if not all(0 <= m <= 1 for m in milestones):
+        fail(f"milestones are fractions of the run, within [0, 1]: got {milestones}")
+    if min(learning_rate, min_lr, warmup_iters, weight_decay, grad_clip, z_loss) < 0:
+        fail("learning_rate, min_lr, warmup_iters, weight_decay, grad_clip and z_loss must not be negative")
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        fail(f"device is '{device}' but this machine has no CUDA device (use --device=cpu)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        fail(f"out_dir {out_dir} is a file, not a folder")
 
 
 @dataclass
@@ -426,6 +460,12 @@ def load_data():
         fail(f"data: {e}")
     if stage == 'mixed' and not caption_data or stage == 'finetune' and not instruct_data:
         fail(f"the {stage} stage needs {'caption_data' if stage == 'mixed' else 'instruct_data'}")
+    for key, kind in (('captions', 'captions'), ('instruct', 'instruct')):
+        if data[key] is not None and data[key].manifest['kind'] != kind:
+            folder = caption_data if key == 'captions' else instruct_data
+            fail(f"{'caption_data' if key == 'captions' else 'instruct_data'}: {folder} holds "
+                 f"{data[key].manifest['kind']} data, not {kind} (prepare_data.py "
+                 f"{'captions' if kind == 'captions' else 'llava'} makes it)")
     return data
 
 
@@ -451,8 +491,8 @@ def check_images(manifest, where, model):
 
 
 def load_parent():
-    """The checkpoint this stage starts from, and its model with the weights loaded."""
-    parent = load_checkpoint(init_from)
+    """The checkpoint this stage starts from (a text milestone, a mixed-stage VLM)."""
+    parent = load_checkpoint(init_from, ('model', 'model_args', 'step', 'lineage', 'config'))
     is_vlm = 'vision' in parent['model_args']
     if stage == 'mixed' and is_vlm:
         fail(f"{init_from} is already a VLM checkpoint; the mixed stage starts from a text (LM) checkpoint")
@@ -461,14 +501,33 @@ def load_parent():
     return parent
 
 
-def build_stage_model(config, text_manifest):
+RESUME_KEYS = ('model', 'model_args', 'optimizer', 'rng', 'config', 'step', 'lineage', 'tokenizer')
+
+
+def load_resumed():
+    """out_dir/ckpt.pt when init_from = 'resume', checked against this run's stage and block_size
+    before any data is read."""
+    if init_from != 'resume':
+        return None
+    path = os.path.join(out_dir, 'ckpt.pt')
+    try:
+        checkpoint = load_checkpoint(path, RESUME_KEYS)
+    except (OSError, ValueError) as e:
+        fail(f"resume: {e}")
+    for key in ('stage', 'block_size'):
+        if checkpoint['config'].get(key) != globals()[key]:
+            fail(f"{path}: saved by a run with {key} {checkpoint['config'].get(key)!r}; resuming it with "
+                 f"{key} {globals()[key]!r} is not the same run (start a new out_dir instead)")
+    return checkpoint
+
+
+def build_stage_model(config, text_manifest, resumed):
     """(model, model_args, step, lineage, checkpoint): the checkpoint resumed or started from, or None."""
     lineage = dict(config=config, init_from=init_from, parent=None)
-    if init_from == 'resume':
-        checkpoint = load_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
-        model = build_model(checkpoint['model_args'])
-        model.load_state_dict(checkpoint['model'])
-        return model, checkpoint['model_args'], checkpoint['step'], checkpoint['lineage'], checkpoint
+    if resumed is not None:
+        model = build_model(resumed['model_args'], os.path.join(out_dir, 'ckpt.pt'))
+        load_weights(model, resumed['model'], os.path.join(out_dir, 'ckpt.pt'))
+        return model, resumed['model_args'], resumed['step'], resumed['lineage'], resumed
     if stage == 'text' and init_from == 'scratch':
         args = dict(vocab_size=text_manifest['vocab_size'], block_size=block_size, n_layer=n_layer,
                     n_head=n_head, n_embd=n_embd)
@@ -481,20 +540,20 @@ def build_stage_model(config, text_manifest):
     parent = load_parent()
     if stage == 'text':
         args = parent['model_args']
-        model = build_model(args)
-        model.load_state_dict(parent['model'])
+        model = build_model(args, init_from)
+        load_weights(model, parent['model'], init_from)
     elif stage == 'mixed':  # the text LM + a SigLIP encoder + a fresh projector
         tower = load_siglip(vision_init, feature_layer=feature_layer)
         lm_args = dict(parent['model_args'], block_size=block_size)
         args = vlm_args(LMConfig(**lm_args), tower.cfg, projector, feature_layer, text_manifest['image_id'],
                         freeze_vision)
         model = build_model(args)
-        model.lm.load_state_dict(parent['model'])
+        load_weights(model.lm, parent['model'], init_from)
         model.vision.load_state_dict(tower.drop_unused().state_dict())
     else:  # finetune: a mixed-stage VLM
         args = dict(parent['model_args'], freeze_vision=freeze_vision)
-        model = build_model(args)
-        model.load_state_dict(parent['model'])
+        model = build_model(args, init_from)
+        load_weights(model, parent['model'], init_from)
     lineage['parent'] = dict(path=init_from, step=parent['step'], lineage=parent['lineage'])
     return model, args, 0, lineage, parent
 
@@ -629,6 +688,25 @@ def count_tokens(batches, procs):
     return dict(targets=counts[:3], positions=counts[3:])
 
 
+def diverged(what, step):
+    """Stop without saving: a non-finite loss never replaces the last good checkpoint."""
+    path = os.path.join(out_dir, 'ckpt.pt')
+    last = (f"the last good checkpoint is {path}" if os.path.exists(path)
+            else f"there is no ckpt.pt yet in {out_dir}")
+    fail(f"non-finite {what} at step {step}: stopping without saving; {last}. Lower learning_rate or check "
+         f"the data.")
+
+
+def check_token_ids(batches, vocab_size, step):
+    """Ids past the vocabulary mean a shard that does not match its manifest: one line, not an IndexError
+    deep in the embedding."""
+    largest = max(int(b['input_ids'].max()) for b in batches)
+    if largest >= vocab_size:
+        folders = ', '.join(f for f in (text_data, caption_data, instruct_data) if f)
+        fail(f"step {step}: token id {largest} is past the model's vocab_size {vocab_size}: a shard of "
+             f"{folders} does not match its manifest (python prepare_data.py verify --data=FOLDER names it)")
+
+
 def train_step(model, raw_model, optimizer, batches, lr, procs, step):
     """Forward and backward over the micro-batches, clip, step. Returns (loss, grad norm, the loss sum
     per segment, the token counts)."""
@@ -653,8 +731,7 @@ def train_step(model, raw_model, optimizer, batches, lr, procs, step):
     counts = {k: v.tolist() for k, v in counts.items()}
     loss = sum(loss_sums) / max(sum(counts['targets']), 1)
     if not math.isfinite(loss):
-        fail(f"non-finite loss ({loss}) at step {step}: stopping without saving; "
-             f"the last good checkpoint is in {out_dir}. Lower learning_rate or check the data.")
+        diverged(f"loss ({loss})", step)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip else float('inf'))
     grad_norm = grad_norm.full_tensor() if fsdp else grad_norm  # FSDP2 returns a DTensor
     optimizer.step()
@@ -697,14 +774,25 @@ def write_checkpoint(path, raw_model, optimizer, procs, state, with_optimizer=Tr
     checkpoint = dict(model=weights, rng=rng_state(), **state)
     if with_optimizer:
         checkpoint['optimizer'] = optim
-    save_checkpoint(path, checkpoint)
+    try:
+        save_checkpoint(path, checkpoint)
+    except CheckpointWriteError as e:
+        fail(str(e))
 
 
 class Log:
-    """log.jsonl beside the checkpoints, and Weights & Biases when wandb_log is set (master only)."""
+    """log.jsonl beside the checkpoints, and Weights & Biases when wandb_log is set (master only).
+    A resumed run first cuts the log back to its checkpoint's step, so that each step is logged once
+    even when the run was killed after its last checkpoint."""
 
-    def __init__(self, master, config):
+    def __init__(self, master, config, resume_step=None):
         self.master, self.path, self.wandb = master, os.path.join(out_dir, 'log.jsonl'), None
+        if master and resume_step is not None and os.path.exists(self.path):
+            with open(self.path) as f:
+                records = [json.loads(line) for line in f if line.strip()]
+            # the step that made the checkpoint was logged before it; its evaluation comes again
+            kept = [r for r in records if r['step'] < resume_step or r['step'] == resume_step and 'loss' in r]
+            atomic_write_bytes(self.path, ''.join(json.dumps(r) + '\n' for r in kept).encode())
         if master and wandb_log:
             import wandb  # optional: only a run that asks for it needs the package
             self.wandb = wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(out_dir),
@@ -798,12 +886,15 @@ def shut_down(raw_model, procs, log, step):
 def main():
     config = fill_run_paths(configure(globals()))
     check_config()
+    resumed = load_resumed()
     procs = setup_processes()
     data = load_data()
     try:
-        model, model_args, step, lineage, checkpoint = build_stage_model(config, data['text_manifest'])
+        model, model_args, step, lineage, checkpoint = build_stage_model(config, data['text_manifest'],
+                                                                         resumed)
     except (OSError, ValueError) as e:
         fail(f"model: {e}")
+    resumed = None
     tokenizer = check_model_fits_data(model, checkpoint, data)
     peak, warmup, max_steps = stage_schedule(checkpoint, lineage, data)
     if isinstance(model, VLM) and model.freeze_vision and procs.device_type == 'cuda':
@@ -823,10 +914,19 @@ def train(model, raw_model, optimizer, loader, val_sets, procs, config, state, p
     """The loop: milestones, evaluation and ckpt.pt, a step, its log line; until max_steps, a signal or
     stop_at_step. `state` is what every checkpoint holds besides weights, optimizer and RNG."""
     stop_signal = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_signal.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, frame: stop_signal.append(signum))
+
+    def on_signal(signum, frame):  # save at the end of this step and exit 0; a second signal changes nothing
+        stop_signal.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     milestones_at = milestone_steps(milestones, max_steps) if stage == 'text' else {}
-    log, speed, start_step = Log(procs.master, config), Throughput(raw_model, procs), state['step']
+    start_step = state['step']
+    log = Log(procs.master, config, resume_step=start_step if init_from == 'resume' else None)
+    speed = Throughput(raw_model, procs)
+    vocab_size = (raw_model.lm if isinstance(raw_model, VLM) else raw_model).config.vocab_size
     if procs.master:
         print(f"stage {stage}: {raw_model.num_params(exclude_embedding=False):,} parameters; "
               f"{gradient_accumulation_steps * batch_size} rows x {block_size} tokens per step, {max_steps} "
@@ -842,12 +942,16 @@ def train(model, raw_model, optimizer, loader, val_sets, procs, config, state, p
             if procs.master:
                 print(f"step {step}: " + ", ".join(f"{k} val loss {v:.4f}" for k, v in val.items()))
             log(dict(step=step, **{f'val_{k}_loss': v for k, v in val.items()}, val_loss=val['text']))
+            for name, value in val.items():
+                if not math.isfinite(value):
+                    diverged(f"{name} val loss ({value})", step)
             if step > start_step:
                 write_checkpoint(os.path.join(out_dir, 'ckpt.pt'), raw_model, optimizer, procs, state)
         if step >= max_steps:
             break
         lr = lr_at(step, max_steps, peak, min_lr, warmup)
         batches = rank_batches(loader, step, procs.rank, procs.world_size, procs.micro_batches, batch_size)
+        check_token_ids(batches, vocab_size, step)
         loss, grad_norm, loss_sums, counts = train_step(model, raw_model, optimizer, batches, lr, procs, step)
         state['step'] = step = step + 1
         speed.add(batches, counts)

@@ -370,10 +370,15 @@ def test_prepare_shapes_end_to_end(tmp_path, capsys):
     assert read_token_shard(str(val_shard)).size == text['num_tokens']['val']
     assert (raw / 'vqa' / 'questions.json').is_file() and (raw / 'text_mc' / 'arc_shapes.jsonl').is_file()
     capsys.readouterr()
+    before = {p: os.stat(p).st_mtime_ns for p in out.rglob('*')}
     assert prepare_shapes(str(out), seed=0, workers=2, **SHAPES_SIZES) == manifests
     printed = capsys.readouterr().out
-    assert printed.count('step skipped') == 3 and 'world already written' in printed
+    assert printed.count('already finished, kept') == 3 and 'world already written' in printed
+    assert {p: os.stat(p).st_mtime_ns for p in out.rglob('*')} == before  # nothing was rewritten
     with pytest.raises(SystemExit, match='other settings'):
         prepare_shapes(str(out), seed=1, **SHAPES_SIZES)
-    with pytest.raises(SystemExit, match="tokenizer 'shapes', 'bytes' asked"):  # stale data is never reused
-        prepare_shapes(str(out), seed=0, tokenizer='bytes', **SHAPES_SIZES)
+    # stale data is never reused: another tokenizer rebuilds every shard, and the manifests say so
+    rebuilt = prepare_shapes(str(out), seed=0, tokenizer='bytes', **SHAPES_SIZES)
+    assert {m['tokenizer'] for m in rebuilt.values()} == {'bytes'}
+    assert 'already finished' not in capsys.readouterr().out
+    assert text_of(ImageShards(str(out / 'captions'))[0]['tokens']) == row['caption']

@@ -544,8 +544,8 @@ def test_existing_world_on_the_command_line_is_one_line(tmp_path):
 
 
 def test_text_module_stands_alone():
-    """shapes_text needs nothing of the image side: importing it loads neither shapes nor numpy."""
-    code = "import sys, shapes_text; print(sorted(m for m in ('shapes', 'numpy') if m in sys.modules))"
+    """shapes_text needs nothing of the image side: importing it loads neither shapes nor PIL."""
+    code = "import sys, shapes_text; print(sorted(m for m in ('shapes', 'PIL') if m in sys.modules))"
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'
 

@@ -49,12 +49,13 @@ def test_fast_study_runs_end_to_end(tmp_path):
     # a second run skips every finished step
     log = out / 'logs' / 'world.log'
     before = log.read_text()
+    written = {path: path.stat().st_mtime_ns for path in data.rglob('*') if path.is_file()}
     again = subprocess.run([sys.executable, 'study.py', '--fast', f'--out={out}', f'--data={data}'],
                            cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and again.stdout.count('skip (exists') == 2 + 3 * len(arms)
     # the world step always runs (it checks the data's tokenizer) and keeps what it finds
-    world = log.read_text()[len(before):]
-    assert 'world already written, kept' in world and world.count('step skipped') == 3
+    assert 'world already written, kept' in log.read_text()[len(before):]
+    assert {path: path.stat().st_mtime_ns for path in data.rglob('*') if path.is_file()} == written
     # a finetune stopped midway (train.py saves ckpt.pt and exits 0, as on SIGTERM) and evaluated there, as a
     # study cut short could leave it: the next run resumes the finetune to its last step and evaluates again
     from study import FAST
@@ -69,9 +70,9 @@ def test_fast_study_runs_end_to_end(tmp_path):
                              cwd=ROOT, capture_output=True, text=True,
                              env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert stopped.returncode == 0, stopped.stderr[-3000:]
-    partial = subprocess.run([sys.executable, 'eval.py', f"--ckpt={final / 'ckpt.pt'}", '--tasks=shapes_vqa',
-                              f"--shapes_root={data / 'raw'}", '--limit=20'], cwd=ROOT, capture_output=True,
-                             text=True)
+    evaluate = [sys.executable, 'eval.py', f"--ckpt={final / 'ckpt.pt'}", '--tasks=shapes_vqa,shapes_mc',
+                f"--shapes_root={data / 'raw'}", f"--limit={FAST['eval_limit']}"]  # the study's items
+    partial = subprocess.run(evaluate, cwd=ROOT, capture_output=True, text=True)
     assert partial.returncode == 0 and json.loads((final / 'results.json').read_text())['step'] == steps // 2
     resumed = subprocess.run([sys.executable, 'study.py', '--fast', f'--out={out}', f'--data={data}'],
                              cwd=ROOT, capture_output=True, text=True)
@@ -83,6 +84,21 @@ def test_fast_study_runs_end_to_end(tmp_path):
     assert again['step'] == steps
     # a resumed run repeats the uninterrupted one exactly (same batches, same RNG): the same answers
     assert again['tasks']['shapes_vqa']['acc'] == full['tasks']['shapes_vqa']['acc']
+    # an evaluation of other items in results.json (another --limit, by hand) is not the study's: not done,
+    # and not evaluated over either; the study says in one line what to move away
+    other = subprocess.run(evaluate[:-1] + ['--limit=20', '--overwrite'], cwd=ROOT, capture_output=True,
+                           text=True)
+    assert other.returncode == 0 and json.loads((final / 'results.json').read_text())['limit'] == 20
+    refused = subprocess.run([sys.executable, 'study.py', '--fast', f'--out={out}', f'--data={data}'],
+                             cwd=ROOT, capture_output=True, text=True)
+    message = refused.stderr.strip()
+    assert refused.returncode != 0 and '\n' not in message, refused.stdout[-3000:] + refused.stderr[-3000:]
+    assert f"{final / 'results.json'} holds an evaluation of other items" in message, message
+    (final / 'results.json').unlink()
+    evaluated = subprocess.run([sys.executable, 'study.py', '--fast', f'--out={out}', f'--data={data}'],
+                               cwd=ROOT, capture_output=True, text=True)
+    assert evaluated.returncode == 0 and evaluated.stdout.count('skip (exists') == 2 + 3 * len(arms) - 1
+    assert json.loads((final / 'results.json').read_text())['tasks'] == again['tasks']
 
 
 def write_run(folder, vqa_acc, mc_acc, mc_chance=0.25, n_vqa=2000, n_mc=300):
@@ -193,3 +209,24 @@ def test_the_default_plan_takes_its_train_steps_from_the_tiny_configs():
              ['max_iters'] for name in ('text', 'mixed', 'finetune')}
     assert (DEFAULT['text_iters'], DEFAULT['mixed_iters'], DEFAULT['finetune_iters']) == (
         steps['text'], steps['mixed'], steps['finetune']) == (300, 90, 600)
+
+
+def test_loss_curves_take_the_last_record_of_a_step_repeated_after_a_resume(tmp_path, monkeypatch):
+    sys.path.insert(0, ROOT)
+    import study
+    # a run killed while it logged step 4 and resumed from its checkpoint at step 2 logs steps 2 and 3 twice
+    # (the redone ones last), the first of them on the line the kill cut short; evaluation records carry no
+    # train loss; a run killed again leaves a last line cut short
+    record = lambda step, loss: json.dumps(dict(step=step, loss=loss))
+    lines = [record(0, 4.0), record(1, 3.5), record(2, 3.0), json.dumps(dict(step=2, val_loss=3.3)),
+             record(3, 2.9), '{"step": 4, "lo' + record(2, 3.1), record(3, 2.8), record(4, 2.5)]
+    for folder in ('text', 'mixed/frozen_mlp2_seed0', 'frozen_mlp2_seed0'):
+        os.makedirs(tmp_path / folder)
+        (tmp_path / folder / 'log.jsonl').write_text('\n'.join(lines) + '\n{"step": 5, "loss": 2.')
+    drawn = {}
+    monkeypatch.setattr(study, 'line_chart', lambda curves, path, title: drawn.update({path: curves}))
+    study.plot_losses(dict(out=str(tmp_path), runs=[('frozen_mlp2', 0)]))
+    expected = [(0, 4.0), (1, 3.5), (2, 3.1), (3, 2.8), (4, 2.5)]
+    assert drawn[f'{tmp_path}/loss_text.png'] == {'text': expected}
+    for stage in ('mixed', 'finetune'):
+        assert drawn[f'{tmp_path}/loss_{stage}.png'] == {'frozen_mlp2_seed0': expected}

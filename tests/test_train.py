@@ -125,8 +125,7 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
     train.save_checkpoint(path, {'step': 1})
 
     def dying_save(obj, f):
-        with open(f, 'wb') as fh:
-            fh.write(b'partial')
+        f.write(b'partial')
         raise KeyboardInterrupt  # killed mid-write
 
     monkeypatch.setattr(torch, 'save', dying_save)
