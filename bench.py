@@ -3,11 +3,14 @@ Speed benchmarks, one command each, settings as --key=value (configurator.py; --
 
     python bench.py attention   the Triton attention kernel against PyTorch SDPA (flash, cuDNN), on a GPU
     python bench.py step        one training step of the text 1B and the frozen / unfrozen 1B VLM, on a GPU
+    python bench.py eval        evaluation items/s: batched VQA generation and multiple-choice scoring
+                                against the same items one at a time (eval.py's paths)
     python bench.py cpu         ours vs HF transformers (decoder, SigLIP tower), shards vs JPEG, on a CPU
 
     python bench.py attention --dtype=fp16 --iters=10
     python bench.py step --models=text_1b,vlm_frozen_1b --batch_size=8 --compile --attention=triton
     python bench.py step --device=cpu --models=text_tiny,vlm_tiny --batch_size=1    # a smoke run
+    python bench.py eval --device=cpu --model=vlm_tiny --items=32    # a smoke run
     python bench.py cpu --threads=4
 
 Results print as markdown tables. Times are CUDA-event averages after warmup.
@@ -38,6 +41,14 @@ STEP_DEFAULTS = {
     'device': 'cuda',  # cpu for a smoke run of the tiny models
     'warmup': 3,  # untimed steps first
     'iters': 10,  # timed steps, averaged
+}
+# evaluation throughput: batched VQA generation and multiple-choice scoring vs a per-item loop
+EVAL_DEFAULTS = {
+    'model': 'vlm_frozen_1b',  # a VLM of STEP_MODELS (vlm_tiny for a CPU run)
+    'device': 'cuda',  # cpu for a smoke run of the tiny model
+    'items': 64,  # VQA questions and multiple-choice items, each timed batched and one by one
+    'batch_size': 32,  # the batched run's batch (eval.py's default)
+    'max_new_tokens': 16,  # answer length: generation runs to it (a random model never says <|endoftext|>)
 }
 # ours vs HF transformers (decoder, SigLIP tower) and the shard reader vs JPEG, on the CPU
 CPU_DEFAULTS = {
@@ -315,6 +326,76 @@ def bench_step(settings):
 # -----------------------------------------------------------------------------
 # cpu: ours against HF transformers on this machine (same shapes, same weights), and the shard reader
 
+# -----------------------------------------------------------------------------
+# evaluation: items/s of eval.py's batched paths against the same work one item at a time
+
+def eval_items(model, n, seed=0):
+    """n VQA items with random images (as eval.py's readers give them, images already decoded) and n
+    4-way multiple-choice items of ARC-easy's length."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    S = model.vision.cfg.image_size
+    vqa = [dict(question_id=i, question=f"What color is the object number {i} in the picture?",
+                image=rng.integers(0, 256, (S, S, 3), dtype=np.uint8)) for i in range(n)]
+    mc = [dict(query=f"Question: Which of these is needed for a plant number {i} to grow?\nAnswer:",
+               choices=['sunlight and water', 'a small rock', 'cold metal', 'loud music'], gold=0)
+          for i in range(n)]
+    return vqa, mc
+
+
+def bench_eval(settings):
+    """eval.generate_batch and model.loglikelihoods at batch_size, against batch size 1: both read
+    the same items, so the ratio is what batching buys (the 'bytes' tokenizer: no download)."""
+    import time
+
+    import numpy as np
+
+    import eval as ev
+    from tokenizer import TOKENIZERS, get_tokenizer, vqa_prompt
+    device = settings['device']
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        print("no CUDA device: run bench.py eval on a GPU, or with --device=cpu --model=vlm_tiny")
+        return []
+    model, _ = build_step_model(settings['model'], device, False, False)
+    model.eval()
+    enc, eot = get_tokenizer('bytes'), TOKENIZERS['bytes']['eot_id']
+    vqa, mc = eval_items(model, settings['items'])
+    prompts = [vqa_prompt(enc, it['question'], model.num_patches) for it in vqa]
+    images = torch.from_numpy(np.stack([it['image'] for it in vqa]))  # (N, S, S, 3) uint8
+
+    def generate(bs):
+        for i in range(0, len(vqa), bs):
+            ev.generate_batch(model, prompts[i:i + bs], images[i:i + bs].to(device),
+                              settings['max_new_tokens'], eot)
+
+    def score(bs):
+        ev.mc_loglikelihoods(model.lm, enc, mc, bs, desc='bench')
+
+    rows = []
+    for name, fn in (('VQA generation', generate), ('multiple-choice scoring', score)):
+        timings = {}
+        for bs in (settings['batch_size'], 1):
+            with torch.no_grad(), torch.autocast('cuda', torch.bfloat16, enabled=device.startswith('cuda')):
+                fn(bs)  # warm-up: kernels, caches
+                if device.startswith('cuda'):
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn(bs)
+                if device.startswith('cuda'):
+                    torch.cuda.synchronize()
+            timings[bs] = len(vqa) / (time.perf_counter() - t0)
+        rows.append((name, timings[settings['batch_size']], timings[1]))
+    where = (torch.cuda.get_device_name(device) if device.startswith('cuda')
+             else f'CPU, {torch.get_num_threads()} threads')
+    print(f"{settings['model']} on {where}, {settings['items']} items, "
+          f"{settings['max_new_tokens']} new tokens\n")
+    print(f"| path | batched ({settings['batch_size']}) items/s | one by one items/s | ratio |")
+    print("|---|---|---|---|")
+    for name, batched, single in rows:
+        print(f"| {name} | {batched:.1f} | {single:.1f} | {batched / single:.2f} |")
+    return rows
+
+
 def cpu_time(fn, warmup=2, iters=5):
     import time
     for _ in range(warmup):
@@ -450,13 +531,19 @@ def check_settings(command, settings):
                     f"got {settings['attention']!r}")
         if settings['batch_size'] < 0 or settings['max_batch'] < 1:
             return "--batch_size must be >= 0 (0 = the largest that fits) and --max_batch >= 1"
+    if command == 'eval':
+        if settings['model'] not in STEP_MODELS or STEP_MODELS[settings['model']][2] is None:
+            return f"--model must be a VLM of {', '.join(m for m in STEP_MODELS if m.startswith('vlm'))}"
+        if min(settings['items'], settings['batch_size'], settings['max_new_tokens']) < 1:
+            return "--items, --batch_size and --max_new_tokens must be >= 1"
     if settings.get('threads', 0) < 0:
         return f"--threads must be >= 0 (0 = PyTorch's default), got {settings['threads']}"
     return None
 
 
 def main(argv=None):
-    commands = {'attention': ATTENTION_DEFAULTS, 'step': STEP_DEFAULTS, 'cpu': CPU_DEFAULTS}
+    commands = {'attention': ATTENTION_DEFAULTS, 'step': STEP_DEFAULTS, 'eval': EVAL_DEFAULTS,
+                'cpu': CPU_DEFAULTS}
     argv = sys.argv[1:] if argv is None else list(argv)
     if '--help' in argv or '-h' in argv:
         print(__doc__)  # what each command measures; configurator lists the commands or keys after it
@@ -468,6 +555,8 @@ def main(argv=None):
         bench_attention(settings)
     elif command == 'step':
         bench_step(settings)
+    elif command == 'eval':
+        bench_eval(settings)
     else:
         bench_cpu(settings)
 

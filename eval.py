@@ -1,80 +1,92 @@
 """
-Evaluation of a checkpoint: open-ended VQA (VQAv2 and any set in its layout), multiple-choice text
-tasks (ARC-easy and any set in the generic JSONL form), the Vision and Text Stable Scores, and the
-table that compares runs.
+Evaluation of a checkpoint: the paper's vision suite (VQAv2, GQA, VizWiz, TextVQA, POPE, the RefCOCO
+family, OCID-Ref), multiple-choice text tasks (ARC-easy and any set in the generic JSONL form), the text
+suite through lm-eval-harness, the Vision and Text Stable Scores, and the table that compares runs.
+The datasets' readers and metrics are in tasks.py; this file runs the model over them and keeps the books.
 
-    python eval.py --ckpt=out/frozen_1b/ckpt.pt --tasks=vqav2,arc_easy
-    python eval.py --ckpt=out/tiny_frozen_s0/ckpt.pt --tasks=shapes_vqa,shapes_mc \
-        --shapes_root=data/shapes/raw
-    python eval.py --ckpt=out/frozen_1b/ckpt.pt --tasks=vqav2 --limit=1000     # a fixed, seeded subset
+    python eval.py --ckpt=out/frozen_1b/ckpt.pt --tasks=vision_suite,text_suite --data_root=data/eval
+    python eval.py --ckpt=out/frozen_1b/ckpt.pt --tasks=vision_suite --limit=1024   # vlm-evaluation's "slim"
+    python eval.py --ckpt=out/tiny_s0/ckpt.pt --tasks=shapes_vqa,shapes_mc --shapes_root=data/shapes/raw
     python eval.py --tasks=vqav2 --predictions=out/frozen_1b/predictions_vqav2.json   # score a results file
     python eval.py --compare=out/frozen_s0,out/frozen_s1,out/mlp1_s0 --plot=out/compare.png
     python eval.py --compare='out/study/*_seed*' --plot=out/compare.png
 
 Tasks (--tasks, comma-separated):
-  vqav2       the official val files: --vqa_questions (v2_OpenEnded_mscoco_val2014_questions.json),
-              --vqa_annotations (v2_mscoco_val2014_annotations.json), --vqa_images (COCO val2014/)
-  arc_easy    --arc_file: AI2's ARC-Easy JSONL, or the HF parquet (pyarrow)
-  shapes_vqa  {--shapes_root}/vqa/questions.json, annotations.json, images/   (shapes.py writes these)
-  shapes_mc   {--shapes_root}/text_mc/arc_shapes.jsonl
-  NAME=PATH   any other set, no code needed: a folder holding questions.json, annotations.json and
-              images/ in the VQAv2 layout is open-ended VQA; a .jsonl or .parquet file is multiple
-              choice, each record in AI2's ARC layout, the HF ARC layout, or the generic
-              {"query": prompt, "choices": [text, ...], "gold": index} (each choice is scored as
-              " " + choice right after the query)
-Open-ended VQA tasks are the vision tasks, multiple-choice tasks the text tasks. Images are found
-in the image folder as COCO_val2014_{image_id:012d}.jpg, COCO_{folder}_{image_id:012d}.jpg,
-{image_id:012d}.png or {image_id:012d}.jpg.
+  vision_suite  every vision task below that --data_root holds (its layout: docs/data.md); the ones
+                missing are named and recorded, the others run
+  vqav2         the official val files: --vqa_questions (v2_OpenEnded_mscoco_val2014_questions.json),
+                --vqa_annotations (v2_mscoco_val2014_annotations.json), --vqa_images (COCO val2014/);
+                in vision_suite, {--data_root}/vqav2/
+  gqa, vizwiz, textvqa, textvqa_ocr, pope_adversarial, pope_popular, pope_random, refcoco, refcoco+,
+  refcocog, ocidref
+                the released files under --data_root (docs/data.md)
+  text_suite    DCLM's six text tasks through lm-eval-harness (lm_eval_bridge.py), at DCLM's shots
+                (TEXT_SUITE); lm_eval:TASK,TASK runs others
+  arc_easy      --arc_file: AI2's ARC-Easy JSONL, or the HF parquet (pyarrow)
+  shapes_vqa    {--shapes_root}/vqa/questions.json, annotations.json, images/   (shapes.py writes these)
+  shapes_mc     {--shapes_root}/text_mc/arc_shapes.jsonl
+  NAME=PATH     any other set, no code needed: a folder holding questions.json, annotations.json and
+                images/ in the VQAv2 layout is open-ended VQA; a .jsonl or .parquet file is multiple
+                choice, each record in AI2's ARC layout, the HF ARC layout, or the generic
+                {"query": prompt, "choices": [text, ...], "gold": index} (each choice is scored as
+                " " + choice right after the query)
+Greedy decoding: 128 new tokens (a box 20, shapes_vqa and NAME=PATH 16; --max_new_tokens overrides
+them). POPE compares P(" Yes") with P(" No"). VQAv2-layout images are COCO_val2014_{image_id:012d}.jpg,
+COCO_{folder}_{image_id:012d}.jpg, {image_id:012d}.png or {image_id:012d}.jpg in the image folder.
+Under torchrun (torchrun --nproc_per_node=8 eval.py ...) each rank runs a slice of every task's items
+and the outputs are gathered; the first rank writes the results (lm_eval tasks run whole on each rank).
 
-Outputs, beside the checkpoint: results.json (results_{name}.json for a checkpoint not named
-ckpt.pt) with per-task scores, counts, skipped counts, the two Stable Scores and what each task
-measured (data files, --limit, --seed, the number of items drawn and a fingerprint of them), and
-predictions_{task}.json per task (VQA in the official results format [{"question_id", "answer"}],
-so the official script can score it). Items that cannot be used (no annotation, an image that does
-not open, a malformed line) are named on stderr, skipped, and counted in results.json.
-A results file is replaced only by an evaluation of the same items. One of other items (another
---limit, --seed, task list or data) goes to the file named after it, results_{tasks}_limit{N}_seed{S}.json
-(or _all), its predictions_{task}_{tasks}_... beside it, and is refused where that file holds other items
-too; --overwrite replaces results.json; --out names the file (its predictions go beside it).
+Outputs, beside the checkpoint: results.json (results_{name}.json for a checkpoint not named ckpt.pt)
+with per-task scores and counts, the two Stable Scores (members, baselines, formula) and what each task
+measured (data files, --limit, --seed, the items drawn and a fingerprint of them), and
+predictions_{task}.json per task (VQA in the official format [{"question_id", "answer"}]). Items that
+cannot be used (no annotation, an image that does not open, a malformed line) are named on stderr,
+skipped, and counted. A results file is replaced only by an evaluation of the same items; one of other
+items (--limit, --seed, tasks or data) goes to results_{tasks}_limit{N}_seed{S}.json (or _all), its
+predictions_{task}_{tasks}_... beside it, refused where that file holds other items too; --overwrite
+replaces results.json; --out names the file (its predictions go beside it).
 
---compare takes run folders, results files or globs of them, comma-separated (a glob's matches in
-sorted order), groups runs by configuration and prints a markdown table of mean ± std over seeds
-(sample std); --plot draws it as a bar chart. A run's group is its `run_name` config key, else its
-folder name; a trailing _seedN, -seedN, _sN or -sN is removed from it (out/frozen_s0 and
-out/frozen_s1 are two seeds of "frozen"). The seed is the checkpoint config's `seed`. Runs scored
-on different items (of a task) are refused.
+--compare takes run folders, results files or globs (matches sorted), comma-separated, groups runs by
+configuration and prints mean ± sample std over seeds of both Stable Scores, VQAv2 and ARC-easy; --plot
+draws it. A run's group is its `run_name` config key, else its folder name, less a trailing _seedN,
+-seedN, _sN or -sN; its seed is the config's `seed`. Runs scored on different items are refused; Stable
+Scores made over different members are named below the table.
 """
 import glob
 import hashlib
+import importlib.util
 import json
 import math
 import os
-import random
 import re
 import sys
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import configurator
 from shards import atomic_write_bytes
-from tokenizer import TOKENIZERS, decode, encode, get_tokenizer, vqa_prompt
+from tasks import (POPE_SPLITS, EvalError, load_predictions, read_json, read_task, score_boxes, score_gqa,
+                   score_mc, score_pope, score_vqa)
+from model import loglikelihoods
+from tokenizer import chat_tokens, decode, encode, get_tokenizer, token_ids, vqa_prompt
 
 DEFAULTS = {
     'ckpt': '',  # a checkpoint to evaluate (or --predictions, or --compare)
     'predictions': '',  # an official-format VQA results file to score (one VQA task in --tasks)
     'compare': '',  # run folders, results files or globs, comma-separated: the table over seeds
-    'tasks': 'shapes_vqa,shapes_mc',  # comma-separated built-in names or NAME=PATH
+    'tasks': 'shapes_vqa,shapes_mc',  # comma-separated built-in names, suites or NAME=PATH
+    'data_root': 'data/eval',  # the vision suite's datasets, in the layout docs/data.md gives
     'vqa_questions': 'data/vqav2/v2_OpenEnded_mscoco_val2014_questions.json',  # vqav2's questions
     'vqa_annotations': 'data/vqav2/v2_mscoco_val2014_annotations.json',  # vqav2's human answers
     'vqa_images': 'data/vqav2/val2014',  # vqav2's images (COCO val2014)
     'arc_file': 'data/arc/ARC-Easy-Test.jsonl',  # ARC-Easy .jsonl (AI2) or .parquet (HF)
+    'lm_eval_tasks': '',  # a folder of lm-eval YAML task configs (e.g. on a local JSONL), besides lm-eval's
     'shapes_root': 'data/shapes/raw',  # the world shapes.py wrote (prepare_data.py shapes: OUT/raw)
-    'limit': 0,  # a fixed, seeded subset of N items per task (0 = all)
+    'limit': 0,  # a fixed, seeded subset of N items per task (0 = all; 1024 = vlm-evaluation's "slim")
     'seed': 0,  # seed of the --limit subset
     'batch_size': 32,  # questions (VQA) or choices (multiple choice) per forward
-    'max_new_tokens': 16,  # longest VQA answer, in tokens
+    'max_new_tokens': 0,  # longest generated answer, in tokens (0 = each task's own: 128, a box 20, 16)
     'device': 'cuda' if torch.cuda.is_available() else 'cpu',  # a GPU where there is one
     # the weights' dtype, one of DTYPES: float32 runs TF32 matmuls on CUDA; bfloat16 is faster but
     # rounds the log-likelihoods that multiple choice compares
@@ -86,92 +98,46 @@ DEFAULTS = {
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 TASKS = {'vqav2': 'vqa', 'arc_easy': 'mc', 'shapes_vqa': 'vqa', 'shapes_mc': 'mc'}
-GROUP_OF_KIND = {'vqa': 'vision', 'mc': 'text'}
+# the vision suite: name -> (reader, its files under --data_root); the reader sets the kind
+SUITE_FILES = {
+    'vqav2': ('vqa', dict(questions='vqav2/v2_OpenEnded_mscoco_val2014_questions.json',
+                          annotations='vqav2/v2_mscoco_val2014_annotations.json', images='vqav2/val2014')),
+    'gqa': ('gqa', dict(questions='gqa/testdev_balanced_questions.json', images='gqa/images')),
+    'vizwiz': ('vizwiz', dict(annotations='vizwiz/val.json', images='vizwiz/val')),
+    'textvqa': ('textvqa', dict(questions='textvqa/TextVQA_0.5.1_val.json', images='textvqa/train_images')),
+    'textvqa_ocr': ('textvqa', dict(questions='textvqa/TextVQA_0.5.1_val.json', images='textvqa/train_images',
+                                    ocr='textvqa/TextVQA_Rosetta_OCR_v0.2_val.json')),
+    **{f'pope_{s}': ('pope', dict(questions=f'pope/coco_pope_{s}.json', images='vqav2/val2014'))
+       for s in POPE_SPLITS},
+    'refcoco': ('refer', dict(refs='refcoco/refcoco/refs(unc).p', instances='refcoco/refcoco/instances.json',
+                              images='refcoco/train2014')),
+    'refcoco+': ('refer', dict(refs='refcoco/refcoco+/refs(unc).p',
+                               instances='refcoco/refcoco+/instances.json', images='refcoco/train2014')),
+    'refcocog': ('refer', dict(refs='refcoco/refcocog/refs(umd).p',
+                               instances='refcoco/refcocog/instances.json', images='refcoco/train2014')),
+    'ocidref': ('ocidref', dict(expressions='ocidref/val_expressions.json', images='ocidref/OCID-dataset')),
+}
+KIND_OF_READER = {'vqa': 'vqa', 'vizwiz': 'vqa', 'textvqa': 'vqa', 'gqa': 'gqa', 'pope': 'pope',
+                  'refer': 'box', 'ocidref': 'box'}
+GROUP_OF_KIND = {'vqa': 'vision', 'gqa': 'vision', 'box': 'vision', 'pope': 'vision', 'mc': 'text',
+                 'lm_eval': 'text'}
+# a box is right at IoU >= 0.5 (RefCOCO family); OCID-Ref's own rule, kept by vlm-evaluation, is 0.25
+IOU_THRESHOLD = {'refer': 0.5, 'ocidref': 0.25}
+NEW_TOKENS = {'vqa': 128, 'gqa': 128, 'box': 20}  # the suite's defaults; shapes and NAME=PATH keep 16
+# DCLM's small text set (rw_small): name -> shots, and its fixed baselines b for (acc - b) / (1 - b)
+TEXT_SUITE = {'hellaswag': 0, 'arc_easy': 10, 'arc_challenge': 10, 'copa': 0, 'winogrande': 0, 'boolq': 10}
+DCLM_BASELINES = {'hellaswag': 0.25, 'arc_easy': 0.25, 'arc_challenge': 0.25, 'copa': 0.5, 'winogrande': 0.5,
+                  'boolq': 0.62}
+# the Vision Stable Score's six families (each the mean of its members) and what is reported beside it
+VISION_FAMILIES = {'VQAv2': ('vqav2',), 'GQA': ('gqa',), 'VizWiz': ('vizwiz',),
+                   'TextVQA': ('textvqa', 'textvqa_ocr'), 'RefCOCO': ('refcoco', 'refcocog'),
+                   'OCID-Ref': ('ocidref',)}
+VISION_BESIDE = ('refcoco+',) + tuple(f'pope_{s}' for s in POPE_SPLITS)
 SHOW_PROBLEMS = 10  # problems printed per task; all of them are counted
 
 
-class EvalError(ValueError):
-    """A task that cannot run at all (a missing or unreadable file); per-item problems are skipped instead."""
-
-
 # -----------------------------------------------------------------------------
-# VQA accuracy, as the official VQA evaluation computes it (vqaEval.py)
-
-CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
-    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
-    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
-    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's",
-    "howd": "how'd", "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
-    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll",
-    "let's": "let's", "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've",
-    "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't", "mustve": "must've",
-    "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't", "ow's'at": "'ow's'at",
-    "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't", "shed've": "she'd've",
-    "she'dve": "she'd've", "she's": "she's", "shouldve": "should've", "shouldnt": "shouldn't",
-    "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've", "somebody'd": "somebodyd",
-    "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've", "somebodyll": "somebody'll",
-    "somebodys": "somebody's", "someoned": "someone'd", "someoned've": "someone'd've",
-    "someone'dve": "someone'd've", "someonell": "someone'll", "someones": "someone's",
-    "somethingd": "something'd", "somethingd've": "something'd've", "something'dve": "something'd've",
-    "somethingll": "something'll", "thats": "that's", "thered": "there'd", "thered've": "there'd've",
-    "there'dve": "there'd've", "therere": "there're", "theres": "there's", "theyd": "they'd",
-    "theyd've": "they'd've", "they'dve": "they'd've", "theyll": "they'll", "theyre": "they're",
-    "theyve": "they've", "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've", "we'dve": "we'd've",
-    "weve": "we've", "werent": "weren't", "whatll": "what'll", "whatre": "what're", "whats": "what's",
-    "whatve": "what've", "whens": "when's", "whered": "where'd", "wheres": "where's", "whereve": "where've",
-    "whod": "who'd", "whod've": "who'd've", "who'dve": "who'd've", "wholl": "who'll", "whos": "who's",
-    "whove": "who've", "whyll": "why'll", "whyre": "why're", "whys": "why's", "wont": "won't",
-    "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've", "wouldn'tve": "wouldn't've",
-    "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll", "yall'd've": "y'all'd've",
-    "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd", "youd've": "you'd've",
-    "you'dve": "you'd've", "youll": "you'll", "youre": "you're", "youve": "you've",
-}
-NUMBER_WORDS = {'none': '0', 'zero': '0', 'one': '1', 'two': '2', 'three': '3', 'four': '4', 'five': '5',
-                'six': '6', 'seven': '7', 'eight': '8', 'nine': '9', 'ten': '10'}
-ARTICLES = ('a', 'an', 'the')
-PUNCTUATION = [';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',',
-               '?', '!']
-COMMA_BETWEEN_DIGITS = re.compile(r'(\d)(,)(\d)')
-# The official pattern, kept as published: "(?!<=\d)" is a lookahead, not a lookbehind, so the rule that
-# applies is "a period not followed by a digit".
-PERIOD = re.compile(r'(?!<=\d)(\.)(?!\d)')
-
-
-def normalize_answer(text):
-    """The official VQA answer normalisation: whitespace, punctuation, periods, case, number words,
-    articles, contractions (in that order)."""
-    text = text.replace('\n', ' ').replace('\t', ' ').strip()
-    # punctuation: deleted where it touches a space or when the answer has a comma between digits
-    # ("1,000" -> "1000"), else replaced by a space ("yes/no" -> "yes no"); the test is on the input text
-    out = text
-    strip_all = COMMA_BETWEEN_DIGITS.search(text) is not None
-    for p in PUNCTUATION:
-        if strip_all or p + ' ' in text or ' ' + p in text:
-            out = out.replace(p, '')
-        else:
-            out = out.replace(p, ' ')
-    # the official script passes re.UNICODE (32) where sub() takes its count: at most 32 periods go
-    out = PERIOD.sub('', out, count=re.UNICODE)
-    words = [NUMBER_WORDS.get(w, w) for w in out.lower().split()]
-    words = [CONTRACTIONS.get(w, w) for w in words if w not in ARTICLES]
-    return ' '.join(words)
-
-
-def vqa_accuracy(prediction, answers):
-    """Average over the human answers of min(1, matches among the other answers / 3): with 10 answers,
-    1, 2, 3 and 4+ matches score 0.3, 0.6, 0.9 and 1.0. Prediction and answers are always normalised
-    (the official script skips normalisation when the 10 answers are identical)."""
-    if not answers:
-        raise ValueError("vqa_accuracy needs at least one human answer")
-    prediction = normalize_answer(prediction)
-    matches = [normalize_answer(a) == prediction for a in answers]
-    total = sum(matches)
-    return sum(min(1.0, (total - m) / 3) for m in matches) / len(matches)
-
-
-# -----------------------------------------------------------------------------
-# Stable score
+# The Stable Scores: this project's definition (the authors' aggregate was a z-score across their runs)
 
 def stable_score(tasks):
     """Mean over tasks of (acc - chance) / (1 - chance); tasks: [(acc, chance)]. None for no tasks."""
@@ -181,20 +147,96 @@ def stable_score(tasks):
     return sum((acc - chance) / (1 - chance) for acc, chance in tasks) / len(tasks)
 
 
+def member(task):
+    return dict(raw=task['acc'], baseline=task['chance'],
+                centred=stable_score([(task['acc'], task['chance'])]))
+
+
+def vision_stable(tasks):
+    """The Vision Stable Score and its record. With any of the suite's families: the mean over the families
+    present of each family's score, the mean of its members' accuracy (chance 0); the rest beside it.
+    Otherwise (the shapes world, NAME=PATH sets): the mean score of the vision tasks given."""
+    scored = [n for n, t in tasks.items() if t['group'] == 'vision' and t.get('acc') is not None]
+    if not any(n in tasks for names in VISION_FAMILIES.values() for n in names):
+        names = [n for n in scored if n not in VISION_BESIDE]
+        return dict(score=stable_score((tasks[n]['acc'], tasks[n]['chance']) for n in names),
+                    formula='mean over the vision tasks of (acc - chance) / (1 - chance)',
+                    members={n: member(tasks[n]) for n in names}, missing=[],
+                    beside={n: member(tasks[n]) for n in scored if n in VISION_BESIDE})
+    families, missing = {}, []
+    for family, names in VISION_FAMILIES.items():
+        present = [n for n in names if n in scored]
+        missing += [n for n in names if n not in scored]
+        if present:
+            mean = sum(tasks[n]['acc'] for n in present) / len(present)
+            families[family] = dict(members=present, score=mean)
+    score = sum(f['score'] for f in families.values()) / len(families) if families else None
+    return dict(score=score, formula='mean over the families present (VQAv2, GQA, VizWiz, TextVQA = mean of '
+                'its two variants, RefCOCO = mean of RefCOCO and RefCOCOg, OCID-Ref) of the mean accuracy of '
+                'their members; chance 0', families=families,
+                members={n: member(tasks[n]) for f in families.values() for n in f['members']},
+                missing=missing, beside={n: member(tasks[n]) for n in scored if n not in
+                                         [m for names in VISION_FAMILIES.values() for m in names]})
+
+
+def text_stable(tasks):
+    """The Text Stable Score and its record: the mean over the text tasks of (acc - b) / (1 - b), b DCLM's
+    fixed baseline for the text suite's tasks and the mean of 1 / #choices for the built-in sets. With any
+    lm_eval task, only those count and the built-in sets are reported beside."""
+    scored = [n for n, t in tasks.items() if t['group'] == 'text' and t.get('acc') is not None]
+    suite = any(t['kind'] == 'lm_eval' for t in tasks.values())
+    names = [n for n in scored if tasks[n]['kind'] == 'lm_eval' or not suite]
+    missing = [f'lm_eval:{n}' for n in TEXT_SUITE if f'lm_eval:{n}' not in names] if suite else []
+    return dict(score=stable_score((tasks[n]['acc'], tasks[n]['chance']) for n in names),
+                formula='mean over the text tasks of (acc - b) / (1 - b); b: DCLM\'s baseline for lm_eval '
+                'tasks, else the mean of 1 / #choices', members={n: member(tasks[n]) for n in names},
+                missing=missing, beside={n: member(tasks[n]) for n in scored if n not in names})
+
+
+def with_stable_scores(results):
+    vision, text = vision_stable(results['tasks']), text_stable(results['tasks'])
+    results['vision_stable_score'], results['text_stable_score'] = vision['score'], text['score']
+    results['stable_scores'] = dict(vision=vision, text=text)
+    return results
+
+
 # -----------------------------------------------------------------------------
 # Task specs: a name -> its kind and files
 
 def vqa_folder_spec(name, folder):
     return dict(name=name, kind='vqa', questions=os.path.join(folder, 'questions.json'),
-                annotations=os.path.join(folder, 'annotations.json'), images=os.path.join(folder, 'images'))
+                annotations=os.path.join(folder, 'annotations.json'), images=os.path.join(folder, 'images'),
+                max_new_tokens=16)
+
+
+def suite_spec(name, root):
+    """A vision-suite task's spec, its files under root; 'missing' says which of them are not there."""
+    reader, files = SUITE_FILES[name]
+    paths = {key: os.path.join(root, path) for key, path in files.items()}
+    if reader == 'refer' and not os.path.exists(paths['refs']):  # a JSON export of the refs will do
+        export = os.path.join(os.path.dirname(paths['refs']), 'refs.json')
+        paths['refs'] = export if os.path.exists(export) else paths['refs']
+    kind = KIND_OF_READER[reader]
+    spec = dict(name=name, kind=kind, reader=reader, paths=paths, max_new_tokens=NEW_TOKENS.get(kind))
+    if reader == 'vqa':
+        spec.update(questions=paths['questions'], annotations=paths['annotations'], images=paths['images'])
+    absent = [p for p in paths.values() if not os.path.exists(p)]
+    if absent:
+        spec['missing'] = f"not found: {', '.join(absent)}"
+    return spec
 
 
 def task_specs(settings):
-    """The comma-separated --tasks -> [dict(name, kind, files...)] (built-in names or NAME=PATH); the
-    built-in tasks' files come from the other settings."""
-    specs = []
+    """The comma-separated --tasks -> [dict(name, kind, files...)] (built-in names, suites or NAME=PATH);
+    the built-in tasks' files come from the other settings. A suite's task whose files are not there is
+    kept with 'missing' saying so; a task named on its own must be there."""
+    specs, root = [], settings['data_root']
     for entry in [t.strip() for t in settings['tasks'].split(',') if t.strip()]:
-        if '=' in entry:
+        if entry.startswith('lm_eval:') or entry == 'text_suite':
+            names = list(TEXT_SUITE) if entry == 'text_suite' else [entry[len('lm_eval:'):]]
+            specs += [dict(name=f'lm_eval:{n}', kind='lm_eval', task=n, shots=TEXT_SUITE.get(n, 0),
+                           task_dir=settings['lm_eval_tasks'] or None) for n in names]
+        elif '=' in entry:
             name, path = (s.strip() for s in entry.split('=', 1))
             if os.path.isdir(path):
                 specs.append(vqa_folder_spec(name, path))
@@ -203,9 +245,18 @@ def task_specs(settings):
             else:
                 raise EvalError(f"task {entry!r}: {path} is neither a VQA folder (questions.json, "
                                 f"annotations.json, images/) nor a .jsonl / .parquet multiple-choice file")
+        elif entry == 'vision_suite':
+            suite = [suite_spec(name, root) for name in SUITE_FILES]
+            if all(s.get('missing') for s in suite):
+                raise EvalError(f"vision_suite: none of its datasets is under --data_root={root} "
+                                f"(its layout: docs/data.md)")
+            specs += suite
         elif entry == 'vqav2':
             specs.append(dict(name=entry, kind='vqa', questions=settings['vqa_questions'],
-                              annotations=settings['vqa_annotations'], images=settings['vqa_images']))
+                              annotations=settings['vqa_annotations'], images=settings['vqa_images'],
+                              max_new_tokens=NEW_TOKENS['vqa']))
+        elif entry in SUITE_FILES:
+            specs.append({k: v for k, v in suite_spec(entry, root).items() if k != 'missing'})
         elif entry == 'arc_easy':
             specs.append(dict(name=entry, kind='mc', path=settings['arc_file']))
         elif entry == 'shapes_vqa':
@@ -214,123 +265,16 @@ def task_specs(settings):
             path = os.path.join(settings['shapes_root'], 'text_mc', 'arc_shapes.jsonl')
             specs.append(dict(name=entry, kind='mc', path=path))
         else:
-            raise EvalError(f"unknown task {entry!r}: the built-in tasks are {', '.join(TASKS)}; "
-                            f"other sets are given as NAME=PATH")
+            raise EvalError(f"unknown task {entry!r}: the built-in tasks are {', '.join(TASKS)}, "
+                            f"{', '.join(n for n in SUITE_FILES if n not in TASKS)}, the suites vision_suite "
+                            f"and text_suite, and lm_eval:NAME; other sets are given as NAME=PATH")
     names = [s['name'] for s in specs]
     if len(set(names)) != len(names):
         raise EvalError(f"a task is listed twice in --tasks: {names}")
+    bridge = 'lm_eval_bridge' in sys.modules or importlib.util.find_spec('lm_eval_bridge') is not None
+    if any(s['kind'] == 'lm_eval' for s in specs) and not bridge:
+        raise EvalError("the text suite (lm_eval:...) runs through lm_eval_bridge.py, which is not there")
     return specs
-
-
-def subset(n, limit, seed):
-    """Indices of a fixed, seeded subset of `limit` out of n (all of them when limit is 0 or >= n), in
-    order."""
-    if not limit or limit >= n:
-        return list(range(n))
-    return sorted(random.Random(seed).sample(range(n), limit))
-
-
-def read_json(path, what):
-    if not os.path.isfile(path):
-        raise EvalError(f"{what} file not found: {path}")
-    try:
-        with open(path, encoding='utf-8') as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EvalError(f"{path}: not a valid JSON file ({e})") from None
-
-
-def json_list(path, data, key):
-    """The list of a VQAv2 file: under `key` of the top-level object (or the top level itself)."""
-    if isinstance(data, dict):
-        if key not in data:
-            raise EvalError(f"{path}: no '{key}' key (keys: {', '.join(list(data)[:8])})")
-        data = data[key]
-    if not isinstance(data, list):
-        raise EvalError(f"{path}: '{key}' must be a list, got {type(data).__name__}")
-    return data
-
-
-# -----------------------------------------------------------------------------
-# Open-ended VQA data: questions + annotations (+ images) -> items
-
-def image_path(images_dir, names, image_id):
-    folder = os.path.basename(os.path.normpath(images_dir))
-    for name in (f"COCO_val2014_{image_id:012d}.jpg", f"COCO_{folder}_{image_id:012d}.jpg",
-                 f"{image_id:012d}.png", f"{image_id:012d}.jpg"):
-        if name in names:
-            return os.path.join(images_dir, name)
-    return None
-
-
-def load_vqa(questions_path, annotations_path, images_dir=None, limit=0, seed=0):
-    """VQAv2-layout files -> (items, problems). An item: question_id, image_id, question, answers (the
-    human answers), answer_type, image (a path; None when images_dir is None: scoring a results file).
-    The subset (--limit) is drawn from the questions as listed, so it does not depend on what is skipped."""
-    questions = json_list(questions_path, read_json(questions_path, 'VQA questions'), 'questions')
-    annotations = json_list(annotations_path, read_json(annotations_path, 'VQA annotations'), 'annotations')
-    names = None
-    if images_dir is not None:
-        if not os.path.isdir(images_dir):
-            raise EvalError(f"VQA image folder not found: {images_dir}")
-        names = set(os.listdir(images_dir))
-    problems = []
-    by_question = {}
-    for i, a in enumerate(annotations):
-        if not isinstance(a, dict) or 'question_id' not in a:
-            problems.append(f"{annotations_path}: annotation {i} has no question_id")
-            continue
-        by_question[a['question_id']] = a
-    items = []
-    for i in subset(len(questions), limit, seed):
-        q = questions[i]
-        missing = [k for k in ('question_id', 'image_id', 'question')
-                   if not isinstance(q, dict) or k not in q]
-        if missing:
-            problems.append(f"{questions_path}: question {i} has no {', '.join(missing)}")
-            continue
-        qid = q['question_id']
-        a = by_question.get(qid)
-        if a is None:
-            problems.append(f"question_id {qid}: no annotation in {annotations_path}")
-            continue
-        answers = [x.get('answer') for x in a.get('answers') or [] if isinstance(x, dict)]
-        if not answers or not all(isinstance(x, str) for x in answers):
-            problems.append(f"question_id {qid}: the annotation in {annotations_path} has no usable "
-                            f"'answers'")
-            continue
-        if not isinstance(q['question'], str) or not isinstance(q['image_id'], int):
-            problems.append(f"question_id {qid}: 'question' must be text and 'image_id' an integer in "
-                            f"{questions_path}")
-            continue
-        path = None
-        if names is not None:
-            path = image_path(images_dir, names, q['image_id'])
-            if path is None:
-                problems.append(f"question_id {qid}: no image for image_id {q['image_id']} in {images_dir}")
-                continue
-        items.append(dict(question_id=qid, image_id=q['image_id'], question=q['question'], answers=answers,
-                          answer_type=a.get('answer_type', 'other'), question_type=a.get('question_type', ''),
-                          image=path))
-    return items, problems
-
-
-def load_predictions(path):
-    """An official VQA results file [{"question_id", "answer"}] -> ({question_id: answer}, problems)."""
-    data = read_json(path, 'VQA predictions')
-    if not isinstance(data, list):
-        raise EvalError(f"{path}: a VQA results file is a list of {{\"question_id\", \"answer\"}}, "
-                        f"got {type(data).__name__}")
-    predictions, problems = {}, []
-    for i, p in enumerate(data):
-        if not isinstance(p, dict) or 'question_id' not in p or not isinstance(p.get('answer'), str):
-            problems.append(f"{path}: entry {i} is not {{\"question_id\", \"answer\": text}}")
-        elif p['question_id'] in predictions:
-            problems.append(f"{path}: question_id {p['question_id']} is answered twice; "
-                            f"the first answer counts")
-        else:
-            predictions[p['question_id']] = p['answer']
-    return predictions, problems
 
 
 # -----------------------------------------------------------------------------
@@ -372,19 +316,24 @@ def generate_batch(model, prompts, images, max_new_tokens, eot_id):
     return [row[:row.index(eot_id)] if eot_id in row else row for row in rows]
 
 
-def answer_questions(model, enc, items, batch_size, max_new_tokens, problems, desc='vqa'):
-    """Greedy answers {question_id: text}; an item whose image does not open or whose prompt does not
-    fit is named in `problems` and left out."""
+def question_prompt(enc, item, num_patches):
+    """An item's prompt tokens: its own user turn (tasks.py's readers write one) or the VQA prompt."""
+    if 'prompt' in item:
+        return chat_tokens(enc, [('user', item['prompt'])], n_image=num_patches)[0]
+    return vqa_prompt(enc, item['question'], num_patches)
+
+
+def prompt_batches(model, enc, items, batch_size, problems, desc):
+    """(question ids, prompts, images uint8 (B, S, S, 3)) per batch of items; an item whose image does not
+    open or whose prompt does not fit is named in `problems` and left out."""
     from vision import ImageError, preprocess
-    eot_id = TOKENIZERS[enc.name]['eot_id']
     size, block_size = model.vision.cfg.image_size, model.lm.config.block_size
-    answers = {}
     with tqdm(total=len(items), desc=desc, unit='q', dynamic_ncols=True) as bar:
         for start in range(0, len(items), batch_size):
             batch = items[start:start + batch_size]
             prompts, images, ids, decoded = [], [], [], {}
             for it in batch:
-                prompt = vqa_prompt(enc, it['question'], model.num_patches)
+                prompt = question_prompt(enc, it, model.num_patches)
                 if len(prompt) >= block_size:
                     problems.append(f"question_id {it['question_id']}: the prompt ({len(prompt)} tokens) "
                                     f"does not fit block_size {block_size}")
@@ -401,113 +350,46 @@ def answer_questions(model, enc, items, batch_size, max_new_tokens, problems, de
                 images.append(decoded[it['image']])
                 ids.append(it['question_id'])
             if prompts:
-                rows = generate_batch(model, prompts, torch.stack(images), max_new_tokens, eot_id)
-                for qid, row in zip(ids, rows):
-                    answers[qid] = decode(enc, row).strip()
+                yield ids, prompts, torch.stack(images)
             bar.update(len(batch))
+
+
+def answer_questions(model, enc, items, batch_size, max_new_tokens, problems, desc='vqa'):
+    """Greedy answers {question_id: text}; items that cannot run are named in `problems` and left out."""
+    eot_id = token_ids(enc)['eot_id']
+    answers = {}
+    for ids, prompts, images in prompt_batches(model, enc, items, batch_size, problems, desc):
+        rows = generate_batch(model, prompts, images, max_new_tokens, eot_id)
+        for qid, row in zip(ids, rows):
+            answers[qid] = decode(enc, row).strip()
     return answers
 
 
-def score_vqa(items, predictions):
-    """VQA accuracy over the items that have a prediction, overall, per answer type and per question type."""
-    per_type, per_question_type, scores = {}, {}, []
-    for it in items:
-        if it['question_id'] not in predictions:
-            continue
-        acc = vqa_accuracy(predictions[it['question_id']], it['answers'])
-        scores.append(acc)
-        per_type.setdefault(it['answer_type'], []).append(acc)
-        per_question_type.setdefault(it.get('question_type') or '', []).append(acc)
-    summary = lambda groups: {t: dict(acc=sum(s) / len(s), n=len(s)) for t, s in sorted(groups.items())}
-    return dict(acc=sum(scores) / len(scores) if scores else None, chance=0.0, n=len(scores),
-                by_answer_type=summary(per_type), by_question_type=summary(per_question_type))
-
-
-# -----------------------------------------------------------------------------
-# Multiple-choice data: AI2 ARC JSONL, HF ARC (parquet or JSONL), or the generic JSONL
-
-def mc_item(record, where):
-    """One record -> dict(id, query, choices, gold); raises ValueError saying what is wrong."""
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: a record must be a JSON object")
-    if 'query' in record:  # generic: the prompt as given
-        query, choices, gold = record['query'], record.get('choices'), record.get('gold')
-        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            raise ValueError(f"{where}: 'choices' must be a list of texts")
-        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
-            raise ValueError(f"{where}: 'gold' must be an index into the {len(choices)} choices, "
-                             f"got {gold!r}")
-    else:
-        question, key = record.get('question'), record.get('answerKey')
-        if isinstance(question, dict):  # AI2: question.stem, question.choices [{text, label}]
-            stem, listed = question.get('stem'), question.get('choices')
-            if not isinstance(listed, list) or not all(isinstance(c, dict) for c in listed):
-                raise ValueError(f"{where}: 'question.choices' must be a list of {{text, label}}")
-            texts, labels = [c.get('text') for c in listed], [c.get('label') for c in listed]
-        elif isinstance(question, str):  # HF: question, choices {text: [...], label: [...]}
-            stem, listed = question, record.get('choices')
-            if not isinstance(listed, dict):
-                raise ValueError(f"{where}: 'choices' must be {{text: [...], label: [...]}}")
-            texts, labels = list(listed.get('text') or []), list(listed.get('label') or [])
-        else:
-            raise ValueError(f"{where}: neither an ARC record (question, answerKey) nor a generic one "
-                             f"(query, choices, gold)")
-        if not isinstance(stem, str):
-            raise ValueError(f"{where}: the question stem must be text")
-        if len(texts) != len(labels) or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"{where}: every choice needs a text and a label")
-        labels = [str(l) for l in labels]
-        if str(key) not in labels:
-            raise ValueError(f"{where}: answerKey {key!r} is not one of the labels {labels}")
-        query, choices, gold = f"Question: {stem}\nAnswer:", texts, labels.index(str(key))
-    if not isinstance(query, str):
-        raise ValueError(f"{where}: the query must be text")
-    if len(choices) < 2:
-        raise ValueError(f"{where}: needs at least 2 choices, has {len(choices)}")
-    if any(not c.strip() for c in choices):
-        raise ValueError(f"{where}: a choice is empty")
-    return dict(id=record.get('id'), query=query, choices=choices, gold=gold)
-
-
-def mc_records(path):
-    """[(where, record or ValueError)] of a .jsonl or .parquet file."""
-    if not os.path.isfile(path):
-        raise EvalError(f"multiple-choice file not found: {path}")
-    if path.endswith('.parquet'):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise EvalError(f"reading {path} needs the 'pyarrow' package: pip install pyarrow") from None
-        try:
-            rows = pq.read_table(path).to_pylist()
-        except Exception as e:
-            raise EvalError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
-        return [(f"{path}: row {i}", row) for i, row in enumerate(rows)]
-    records = []
-    with open(path, 'rb') as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"{path}:{n}", json.loads(line.decode('utf-8'))))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                records.append((f"{path}:{n}", ValueError(f"{path}:{n}: not a valid JSON line ({e})")))
-    return records
-
-
-def load_mc(path, limit=0, seed=0):
-    """A multiple-choice file -> (items, problems); the subset is drawn from the records as listed."""
-    records = mc_records(path)
-    items, problems = [], []
-    for i in subset(len(records), limit, seed):
-        where, record = records[i]
-        try:
-            if isinstance(record, ValueError):
-                raise record
-            items.append(mc_item(record, where))
-        except ValueError as e:
-            problems.append(str(e))
-    return items, problems
+@torch.no_grad()
+def yes_probabilities(model, enc, items, batch_size, problems, desc='pope'):
+    """{question_id: P(" Yes") / (P(" Yes") + P(" No"))} of the first token where the two answers differ
+    (after the tokens they share: none with GPT-2's, " " with bytes), the two answers' probabilities
+    vlm-evaluation compares; prompts left-padded as in generate_batch."""
+    eot_id = token_ids(enc)['eot_id']
+    yes_ids, no_ids = encode(enc, ' Yes'), encode(enc, ' No')
+    k = next(i for i, (a, b) in enumerate(zip(yes_ids, no_ids)) if a != b)
+    yes, no = yes_ids[k], no_ids[k]
+    device = model.lm.output.weight.device
+    out = {}
+    for ids, prompts, images in prompt_batches(model, enc, items, batch_size, problems, desc):
+        prompts = [p + yes_ids[:k] for p in prompts]
+        B, width = len(prompts), max(len(p) for p in prompts)
+        idx = torch.full((B, width), eot_id, dtype=torch.long)
+        doc_ids = torch.zeros((B, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            idx[i, width - len(p):] = torch.tensor(p)
+            doc_ids[i, width - len(p):] = 1
+        idx = idx.to(device)
+        x = model.embed(idx, images.to(device), torch.ones(B, dtype=torch.bool, device=device))
+        logits, _ = model.lm(idx, doc_ids=doc_ids.to(device), inputs_embeds=x, last_only=True)  # (B, 1, V)
+        last = logits[:, -1].float()
+        out.update(zip(ids, torch.sigmoid(last[:, yes] - last[:, no]).tolist()))
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -516,7 +398,7 @@ def load_mc(path, limit=0, seed=0):
 def mc_requests(enc, items):
     """(context, continuation) token lists for every choice of every item, in order; the context
     starts with <|endoftext|> (the BOS of plain text)."""
-    eot_id = TOKENIZERS[enc.name]['eot_id']
+    eot_id = token_ids(enc)['eot_id']
     requests = []
     for it in items:
         context = [eot_id] + encode(enc, it['query'])
@@ -524,56 +406,9 @@ def mc_requests(enc, items):
     return requests
 
 
-@torch.no_grad()
-def loglikelihoods(lm, requests, batch_size, pad_id, desc='mc'):
-    """Sum of log p(continuation | context) per request, in right-padded batches (a causal model never
-    looks at the padding after a row). A context that does not fit is cut from the left."""
-    block_size = lm.config.block_size
-    device = lm.output.weight.device
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
-    results = [0.0] * len(requests)
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit='batch', dynamic_ncols=True):
-        chunk = order[start:start + batch_size]
-        seqs = [(requests[i][0] + requests[i][1])[-(block_size + 1):] for i in chunk]
-        width = max(len(s) for s in seqs) - 1
-        idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        for row, s in enumerate(seqs):
-            idx[row, :len(s) - 1] = torch.tensor(s[:-1])
-        logits, _ = lm(idx.to(device))  # (B, T, V)
-        for row, (i, s) in enumerate(zip(chunk, seqs)):
-            n, end = len(requests[i][1]), len(s) - 1
-            # (n, V): the positions that predict the continuation
-            logp = F.log_softmax(logits[row, end - n:end].float(), dim=-1)
-            target = torch.tensor(s[-n:], device=logp.device)
-            results[i] = logp.gather(1, target[:, None]).sum().item()
-    return results
-
-
-def score_mc(items, lls):
-    """acc (argmax of the summed log-likelihood), acc_norm (argmax of log-likelihood / characters of the
-    choice, without the leading space), chance (mean of 1 / #choices). lls: per item, one value per choice."""
-    if not items:
-        return dict(acc=None, acc_norm=None, chance=None, n=0), []
-    acc = acc_norm = chance = 0.0
-    predictions = []
-    for it, ll in zip(items, lls):
-        if len(ll) != len(it['choices']):
-            raise ValueError(f"item {it.get('id')}: {len(ll)} log-likelihoods for "
-                             f"{len(it['choices'])} choices")
-        pred = max(range(len(ll)), key=lambda k: ll[k])  # the first on a tie
-        pred_norm = max(range(len(ll)), key=lambda k: ll[k] / len(it['choices'][k]))
-        acc += pred == it['gold']
-        acc_norm += pred_norm == it['gold']
-        chance += 1 / len(ll)
-        predictions.append(dict(id=it.get('id'), prediction=pred, prediction_norm=pred_norm, gold=it['gold'],
-                                loglikelihoods=list(ll)))
-    n = len(items)
-    return dict(acc=acc / n, acc_norm=acc_norm / n, chance=chance / n, n=n), predictions
-
-
 def mc_loglikelihoods(lm, enc, items, batch_size, desc='mc'):
     """Per item, the summed log-likelihood of each choice."""
-    flat = loglikelihoods(lm, mc_requests(enc, items), batch_size, TOKENIZERS[enc.name]['eot_id'], desc)
+    flat = loglikelihoods(lm, mc_requests(enc, items), batch_size, token_ids(enc)['eot_id'], desc)
     out, pos = [], 0
     for it in items:
         out.append(flat[pos:pos + len(it['choices'])])
@@ -597,7 +432,7 @@ def prediction_path(results_path, task):
     folder, name = os.path.split(os.path.abspath(results_path))
     stem = os.path.splitext(name)[0]
     suffix = stem[len('results'):] if stem.startswith('results') else f"_{stem}"
-    return os.path.join(folder, f"predictions_{task}{suffix}.json")
+    return os.path.join(folder, f"predictions_{task.replace(':', '_')}{suffix}.json")
 
 
 def run_group(name):
@@ -622,17 +457,17 @@ def report(name, problems):
 
 def load_tasks(specs, limit, seed, with_images=True):
     """Every task's data, before any model loads: {name: (items, problems, measured)}; `measured` names the
-    data files, limit and seed, and the items drawn: their number and a fingerprint of ids and content."""
+    data files, limit and seed, and the items drawn: their number and a fingerprint of ids and content.
+    A suite's missing task has none; an lm_eval task's data is read by lm-eval itself."""
     data = {}
     for spec in specs:
-        if spec['kind'] == 'vqa':
-            files = [spec['questions'], spec['annotations'], spec['images']]
-            items, problems = load_vqa(*files[:2], files[2] if with_images else None, limit, seed)
-            rows = [[it['question_id'], it['image_id'], it['question'], it['answers']] for it in items]
-        else:
-            files = [spec['path']]
-            items, problems = load_mc(spec['path'], limit, seed)
-            rows = [[it['id'], it['query'], it['choices'], it['gold']] for it in items]
+        if spec.get('missing'):
+            continue
+        if spec['kind'] == 'lm_eval':
+            data[spec['name']] = ([], [], dict(task=spec['name'], files=[], limit=limit, seed=seed,
+                                               shots=spec['shots']))
+            continue
+        files, items, problems, rows = read_task(spec, limit, seed, with_images)
         measured = dict(task=spec['name'], files=[os.path.abspath(f) for f in files], limit=limit, seed=seed,
                         items=len(items),
                         items_sha256=hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest())
@@ -728,18 +563,88 @@ def task_result(spec, metrics, problems, measured):
                 skipped_examples=problems[:50], score=score, measured=measured)
 
 
-def with_stable_scores(results):
-    for group in ('vision', 'text'):
-        scored = [(t['acc'], t['chance']) for t in results['tasks'].values()
-                  if t['group'] == group and t.get('acc') is not None]
-        results[f"{group}_stable_score"] = stable_score(scored)
-    return results
+def gather(obj, world):
+    """Every rank's obj, in rank order (torch.distributed.all_gather_object)."""
+    import torch.distributed as dist
+    out = [None] * world
+    dist.all_gather_object(out, obj)
+    return out
 
 
-def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, device='cpu', dtype='float32',
-             data=None):
+def run_task(model, enc, spec, items, problems, batch_size, max_new_tokens, rank=0, world=1):
+    """One task on the model -> (metrics, predictions to write); problems gain the items left out. Under
+    torchrun each rank runs every world-th item and the outputs are gathered, so that every rank scores
+    them all."""
+    name, kind, lm = spec['name'], spec['kind'], getattr(model, 'lm', model)
+    part, known = list(range(len(items)))[rank::world], len(problems)
+    new_tokens = max_new_tokens or spec.get('max_new_tokens') or 16
+    if kind == 'mc':
+        fit = []
+        for i in part:
+            if all(len(c) < lm.config.block_size for _, c in mc_requests(enc, [items[i]])):
+                fit.append(i)
+            else:
+                problems.append(f"item {items[i]['id']}: a choice is longer than block_size "
+                                f"{lm.config.block_size} tokens")
+        lls = mc_loglikelihoods(lm, enc, [items[i] for i in fit], batch_size, desc=name)
+        outputs = dict(zip(fit, lls))  # item index -> the log-likelihood of each choice
+    elif kind == 'pope':
+        outputs = yes_probabilities(model, enc, [items[i] for i in part], batch_size, problems, desc=name)
+    else:
+        outputs = answer_questions(model, enc, [items[i] for i in part], batch_size, new_tokens, problems,
+                                   desc=name)
+    if world > 1:
+        everything, outputs = gather((outputs, problems[known:]), world), {}
+        del problems[known:]
+        for out, new in everything:
+            outputs.update(out)
+            problems += new
+    if kind == 'mc':
+        return score_mc([items[i] for i in sorted(outputs)], [outputs[i] for i in sorted(outputs)])
+    if kind == 'pope':
+        return score_pope(items, outputs), [dict(question_id=q, p_yes=outputs[q]) for q in
+                                            (it['question_id'] for it in items) if q in outputs]
+    if kind == 'vqa':
+        metrics = score_vqa(items, outputs)
+    elif kind == 'gqa':
+        metrics = score_gqa(items, outputs)
+    else:
+        metrics = score_boxes(items, outputs, IOU_THRESHOLD[spec['reader']])
+    metrics['max_new_tokens'] = new_tokens
+    return metrics, [dict(question_id=it['question_id'], answer=outputs[it['question_id']])
+                     for it in items if it['question_id'] in outputs]
+
+
+def run_bridge(lm, enc, specs, data, limit, seed, batch_size, device):
+    """The lm_eval tasks through lm_eval_bridge, at their shots -> ({name: results entry}, {name: its items});
+    chance is DCLM's fixed baseline for the text suite's tasks, the mean of 1 / #choices for others."""
+    from lm_eval_bridge import BridgeError, evaluate_lm_eval
+    try:
+        scores = evaluate_lm_eval(lm, enc, [s['task'] for s in specs], limit, seed, batch_size, device,
+                                  shots={s['task']: s['shots'] for s in specs}, task_dir=specs[0]['task_dir'])
+    except BridgeError as e:  # one line naming the task or the dataset
+        raise EvalError(str(e)) from None
+    entries, items = {}, {}
+    for spec in specs:
+        got = scores.get(spec['task'])
+        if not got or got.get('acc') is None:
+            entries[spec['name']] = dict(kind='lm_eval', group='text', acc=None, chance=None, n=0, score=None,
+                                         skipped=0, not_run='lm_eval_bridge returned no accuracy',
+                                         measured=data[spec['name']][2])
+            continue
+        chance = DCLM_BASELINES.get(spec['task'], got.get('chance') or 0.0)
+        metrics = dict(acc=got['acc'], acc_norm=got.get('acc_norm'), chance=chance, n=got.get('n'),
+                       shots=got.get('num_fewshot', spec['shots']), choices_chance=got.get('chance'))
+        entries[spec['name']] = task_result(spec, metrics, [], data[spec['name']][2])
+        items[spec['name']] = got.get('items') or []
+    return entries, items
+
+
+def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=0, device='cpu', dtype='float32',
+             data=None, rank=0, world=1):
     """Load every task's data (a missing file fails here, before the model loads; `data` of load_tasks
-    when given), then the model; run each task. Returns (results dict, {task: predictions to write})."""
+    when given), then the model; run each task (under torchrun: this rank's slice, see run_task). Returns
+    (results dict, {task: predictions to write}). max_new_tokens 0: each task's own."""
     from model import VLM, model_from_checkpoint
     data = data or load_tasks(specs, limit, seed)
     try:
@@ -748,41 +653,40 @@ def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=16, dev
         raise EvalError(str(e)) from None
     if dtype != 'float32':
         model = model.to(getattr(torch, dtype))
-    enc = get_tokenizer(checkpoint['tokenizer'])
+    enc = get_tokenizer(checkpoint['tokenizer'], tokenizer_file=checkpoint.get('tokenizer_file'))
     config = checkpoint.get('config') if isinstance(checkpoint.get('config'), dict) else {}
     run = config.get('run_name') or os.path.basename(os.path.dirname(os.path.abspath(ckpt)))
     results = dict(checkpoint=os.path.abspath(ckpt), step=checkpoint.get('step'), run=run,
                    group=run_group(run), seed=config.get('seed'), tokenizer=checkpoint['tokenizer'],
                    limit=limit, subset_seed=seed, tasks={})
+    missing = {s['name']: s['missing'] for s in specs if s.get('missing')}
+    if missing:
+        results['missing'] = missing
+        for name, why in missing.items():
+            tqdm.write(f"[{name}] not run: {why}", file=sys.stderr)
     predictions = {}
-    lm = model.lm if isinstance(model, VLM) else model
     for spec in specs:
         name = spec['name']
+        if name in missing or spec['kind'] == 'lm_eval':
+            continue
         items, problems, measured = data[name]
-        if spec['kind'] == 'vqa':
-            if not isinstance(model, VLM):
-                tqdm.write(f"[{name}] not run: {ckpt} holds a text-only model", file=sys.stderr)
-                results['tasks'][name] = dict(kind='vqa', group='vision', acc=None, chance=0.0, n=0,
-                                              score=None, skipped=len(items) + len(problems),
-                                              not_run='text-only checkpoint', measured=measured)
-                continue
-            answers = answer_questions(model, enc, items, batch_size, max_new_tokens, problems, desc=name)
-            metrics = score_vqa(items, answers)
-            predictions[name] = [dict(question_id=it['question_id'], answer=answers[it['question_id']])
-                                 for it in items if it['question_id'] in answers]
-        else:
-            fit = []
-            for it in items:
-                if all(len(c) < lm.config.block_size for _, c in mc_requests(enc, [it])):
-                    fit.append(it)
-                else:
-                    problems.append(f"item {it['id']}: a choice is longer than block_size "
-                                    f"{lm.config.block_size} tokens")
-            items = fit
-            lls = mc_loglikelihoods(lm, enc, items, batch_size, desc=name)
-            metrics, predictions[name] = score_mc(items, lls)
-        report(name, problems)
+        if spec['kind'] != 'mc' and not isinstance(model, VLM):
+            tqdm.write(f"[{name}] not run: {ckpt} holds a text-only model", file=sys.stderr)
+            results['tasks'][name] = dict(kind=spec['kind'], group='vision', acc=None, chance=0.0, n=0,
+                                          score=None, skipped=len(items) + len(problems),
+                                          not_run='text-only checkpoint', measured=measured)
+            continue
+        metrics, predictions[name] = run_task(model, enc, spec, items, problems, batch_size, max_new_tokens,
+                                              rank, world)
+        if rank == 0:
+            report(name, problems)
         results['tasks'][name] = task_result(spec, metrics, problems, measured)
+    bridge = [s for s in specs if s['kind'] == 'lm_eval']
+    if bridge:
+        lm = model.lm if isinstance(model, VLM) else model
+        entries, items = run_bridge(lm, enc, bridge, data, limit, seed, batch_size, device)
+        results['tasks'].update(entries)
+        predictions.update(items)
     return with_stable_scores(results), predictions
 
 
@@ -811,15 +715,24 @@ def format_results(results):
                      f"{pct(t.get('acc_norm'))} | {pct(t['chance'])} | {pct(t['score'])} |")
         for answer_type, a in (t.get('by_answer_type') or {}).items():
             lines.append(f"|   {answer_type} | | {a['n']} | | {pct(a['acc'])} | | | |")
+        for auc in ('auc_roc', 'auc_pr'):
+            if auc in t:
+                lines.append(f"|   {auc} | | | | {pct(t[auc])} | | | |")
     lines.append(f"\nVision Stable Score: {pct(results['vision_stable_score'])}   "
                  f"Text Stable Score: {pct(results['text_stable_score'])}")
+    for key, record in (results.get('stable_scores') or {}).items():
+        missing = f"; missing: {', '.join(record['missing'])}" if record['missing'] else ''
+        lines.append(f"  {key} averages: {', '.join(record['members']) or 'nothing'}{missing}")
+    for name, why in (results.get('missing') or {}).items():
+        lines.append(f"  {name} not run: {why}")
     return '\n'.join(lines)
 
 
 # -----------------------------------------------------------------------------
 # Comparing runs: mean ± std over seeds per configuration, a markdown table and a bar chart
 
-TASK_TITLES = {'vqav2': 'VQAv2', 'arc_easy': 'ARC-easy', 'shapes_vqa': 'VQA (shapes)',
+TASK_TITLES = {'vqav2': 'VQAv2', 'arc_easy': 'ARC-easy', 'lm_eval:arc_easy': 'ARC-easy (lm-eval)',
+               'shapes_vqa': 'VQA (shapes)',
                'shapes_mc': 'MC (shapes)'}
 
 
@@ -888,8 +801,8 @@ def compare(paths):
     # the column of each kind: the standard set where a run has it, else the first of that kind
     vqa = next((n for n in ('vqav2', 'shapes_vqa') if n in every),
                next((n for n, k in every.items() if k == 'vqa'), None))
-    mc = next((n for n in ('arc_easy', 'shapes_mc') if n in every),
-              next((n for n, k in every.items() if k == 'mc'), None))
+    mc = next((n for n in ('arc_easy', 'lm_eval:arc_easy', 'shapes_mc') if n in every),
+              next((n for n, k in every.items() if k in ('mc', 'lm_eval')), None))
     columns = [('Vision Stable', 'vision_stable_score'), ('Text Stable', 'text_stable_score')]
     columns += [(TASK_TITLES.get(n, n), n) for n in (vqa, mc) if n is not None]
     groups = {}
@@ -907,6 +820,22 @@ def compare(paths):
             stats[title] = mean_std(values)
         rows.append((group, [r.get('seed') for r in members], stats))
     return [title for title, _ in columns], rows
+
+
+def member_differences(paths):
+    """Lines naming the Stable Scores that the runs made over different members (tasks)."""
+    runs = [(load_results(p), results_file(p)) for p in paths]
+    lines = []
+    for key in ('vision', 'text'):
+        seen = {}
+        for results, file in runs:
+            record = (results.get('stable_scores') or {}).get(key)
+            seen.setdefault(tuple(record['members']) if record else None, file)
+        if len(seen) > 1:
+            said = '; '.join(f"{file}: {', '.join(m) if m else 'members not recorded'}"
+                             for m, file in seen.items())
+            lines.append(f"note: the {key} Stable Scores average different tasks ({said})")
+    return lines
 
 
 def format_compare(columns, rows):
@@ -937,14 +866,32 @@ def parse_settings(argv=None):
         sys.exit(f"config error: give exactly one of --ckpt, --predictions, --compare ({what})")
     if settings['limit'] < 0:
         sys.exit(f"config error: --limit must be >= 0 (0 = every item), got {settings['limit']}")
-    for key in ('batch_size', 'max_new_tokens'):
-        if settings[key] < 1:
-            sys.exit(f"config error: --{key} must be >= 1, got {settings[key]}")
+    if settings['batch_size'] < 1:
+        sys.exit(f"config error: --batch_size must be >= 1, got {settings['batch_size']}")
+    if settings['max_new_tokens'] < 0:
+        sys.exit(f"config error: --max_new_tokens must be >= 0 (0 = each task's own), "
+                 f"got {settings['max_new_tokens']}")
     if settings['dtype'] not in DTYPES:
         sys.exit(f"config error: --dtype must be one of {', '.join(DTYPES)}, got {settings['dtype']!r}")
     if settings['plot'] and not settings['compare']:
         sys.exit("config error: --plot goes with --compare")
     return settings
+
+
+def distributed(settings):
+    """(rank, world size) under torchrun (its WORLD_SIZE, RANK and LOCAL_RANK), the process group joined and
+    a CUDA device set to this rank's GPU; (0, 1) otherwise."""
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+    cuda = settings['device'].startswith('cuda')
+    if cuda:
+        settings['device'] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(settings['device'])
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if cuda else 'gloo')
+    return dist.get_rank(), world
 
 
 def main(argv=None):
@@ -953,6 +900,8 @@ def main(argv=None):
         if settings['compare']:
             columns, rows = compare(compare_paths(settings['compare']))
             print(format_compare(columns, rows))
+            for line in member_differences(compare_paths(settings['compare'])):
+                print(line)
             if settings['plot']:
                 from plots import bar_chart
                 bar_chart(columns, rows, settings['plot'])
@@ -975,9 +924,12 @@ def main(argv=None):
             data = load_tasks(specs, limit, seed)
             out, note = results_path(results_beside(settings['ckpt']), planned(data, limit, seed),
                                      settings['out'], settings['overwrite'])
+            rank, world = distributed(settings)
             results, predictions = evaluate(settings['ckpt'], specs, limit, seed, settings['batch_size'],
                                             settings['max_new_tokens'], settings['device'], settings['dtype'],
-                                            data)
+                                            data, rank, world)
+            if rank:  # every rank holds every result; the first writes them
+                return results
             for name, preds in predictions.items():
                 write_json(prediction_path(out, name), preds)
                 results['tasks'][name]['predictions'] = prediction_path(out, name)

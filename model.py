@@ -7,18 +7,28 @@ one fused in_proj (d -> 3d); qk-norm = gain-only LayerNorm over the full width o
 heads are split; rotary embeddings (base 10000, rotate-half); SwiGLU with hidden 256*ceil(8d/3/256);
 no biases; untied input embedding and output head; truncated-normal init with std 1/sqrt(fan_in)
 and output projections scaled by 1/sqrt(2*(layer+1)).
+
+DCLM-1B's published weights (open_lm's HF layout) load into the LM (load_dclm, and train.py's init_from
+naming their folder), and a trained LM or VLM's language model goes back to that layout:
+
+    python model.py export --ckpt=out/mixed_1b/080_frozen_mlp2/ckpt.pt --out=export/dclm_layout
 """
+import hashlib
 import inspect
+import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from attention import attention
-from tokenizer import TOKENIZERS
+from shards import atomic_write_bytes
+from tokenizer import TOKENIZERS, get_tokenizer, stored_tokenizer_file, token_ids
 from vision import SiglipConfig, SiglipVisionTower, normalize
 
 
@@ -281,6 +291,37 @@ def sample_next(logits, temperature, top_k):
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
 
 
+# -----------------------------------------------------------------------------
+# Scoring text: eval.py's multiple choice and the lm-eval bridge score through this one function
+
+@torch.no_grad()
+def loglikelihoods(lm, requests, batch_size, pad_id, desc='mc', greedy=False):
+    """Sum of log p(continuation | context) per request (context, continuation: token lists), in
+    right-padded batches (a causal model never looks at the padding after a row). A context that does not
+    fit is cut from the left. greedy: (sum, whether greedy decoding gives the continuation) per request."""
+    block_size = lm.config.block_size
+    device = lm.output.weight.device
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
+    results = [0.0] * len(requests)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit='batch', dynamic_ncols=True):
+        chunk = order[start:start + batch_size]
+        seqs = [(requests[i][0] + requests[i][1])[-(block_size + 1):] for i in chunk]
+        width = max(len(s) for s in seqs) - 1
+        idx = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        for row, s in enumerate(seqs):
+            idx[row, :len(s) - 1] = torch.tensor(s[:-1])
+        logits, _ = lm(idx.to(device))  # (B, T, V)
+        for row, (i, s) in enumerate(zip(chunk, seqs)):
+            n, end = len(requests[i][1]), len(s) - 1
+            # (n, V): the positions that predict the continuation
+            logp = F.log_softmax(logits[row, end - n:end].float(), dim=-1)
+            target = torch.tensor(s[-n:], device=logp.device)
+            results[i] = logp.gather(1, target[:, None]).sum().item()
+            if greedy:
+                results[i] = (results[i], bool((logp.argmax(dim=-1) == target).all()))
+    return results
+
+
 def make_adamw(named_params, weight_decay, learning_rate, betas, eps, device_type, groups=None):
     """AdamW with weight decay on >=2-D weights only. `groups` maps a name prefix to an lr scale."""
     params = [(n, p) for n, p in named_params if p.requires_grad]
@@ -498,6 +539,16 @@ def load_checkpoint(path, keys=('model',)):
     return checkpoint
 
 
+def raise_key_problems(found, message):
+    """found: {what: [key ...]} (missing, unexpected, of another shape ...) -> one ValueError line that
+    names the first few keys of each kind, or nothing when every list is empty."""
+    problems = [f"{len(keys)} {what}: {', '.join(keys[:SHOW_KEYS])}"
+                + (f", and {len(keys) - SHOW_KEYS} more" if len(keys) > SHOW_KEYS else '')
+                for what, keys in found.items() if keys]
+    if problems:
+        raise ValueError(f"{message} ({'; '.join(problems)})")
+
+
 def load_weights(module, state, where):
     """module.load_state_dict(state), with every missing, unexpected or mis-shaped key turned into one
     ValueError naming `where` (the file) and the first few keys with their shapes."""
@@ -511,27 +562,279 @@ def load_weights(module, state, where):
         'missing': [f"{k} {shape(v)}" for k, v in own.items() if k not in state],
         'unexpected': [f"{k} {shape(v)}" for k, v in state.items() if k not in own],
     }
-    problems = [f"{len(keys)} {what}: {', '.join(keys[:SHOW_KEYS])}"
-                + (f", and {len(keys) - SHOW_KEYS} more" if len(keys) > SHOW_KEYS else '')
-                for what, keys in found.items() if keys]
-    if problems:
-        raise ValueError(f"{where}: its weights do not fit the {type(module).__name__} "
-                         f"({'; '.join(problems)})")
+    raise_key_problems(found, f"{where}: its weights do not fit the {type(module).__name__}")
     module.load_state_dict(state)
 
 
 def model_from_checkpoint(path, device='cpu'):
     """Rebuild the model a checkpoint holds; returns (model in eval mode, checkpoint dict). Anything in
-    the file that does not make a model for its tokenizer is a ValueError of one line naming the file."""
+    the file that does not make a model for its tokenizer is a ValueError of one line naming the file.
+    A neox checkpoint carries its tokenizer.json (tokenizer_json): checkpoint['tokenizer_file'] is then a
+    copy of it, for get_tokenizer(checkpoint['tokenizer'], tokenizer_file=checkpoint.get('tokenizer_file'))
+    (None for the others)."""
     checkpoint = load_checkpoint(path, MODEL_KEYS)
     name = checkpoint['tokenizer']
-    if not isinstance(name, str) or name not in TOKENIZERS:
-        raise ValueError(f"{path}: unknown tokenizer {name!r}; known: {', '.join(sorted(TOKENIZERS))}")
+    if not isinstance(name, str) or name not in (*TOKENIZERS, 'neox'):
+        raise ValueError(f"{path}: unknown tokenizer {name!r}; known: "
+                         f"{', '.join(sorted(TOKENIZERS) + ['neox'])}")
+    ids = TOKENIZERS.get(name)
+    if name == 'neox':
+        data = checkpoint.get('tokenizer_json')
+        sha256 = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
+        if sha256 is None or sha256 != checkpoint.get('tokenizer_sha256'):
+            raise ValueError(f"{path}: a neox checkpoint needs its tokenizer.json: tokenizer_json bytes "
+                             f"whose sha256 is tokenizer_sha256")
+        checkpoint['tokenizer_file'] = stored_tokenizer_file(data)
+        ids = token_ids(get_tokenizer(name, tokenizer_file=checkpoint['tokenizer_file']))
     model = build_model(checkpoint['model_args'], path)
     load_weights(model, checkpoint['model'], path)
     vocab_size = (model.lm if isinstance(model, VLM) else model).config.vocab_size
-    top = max(TOKENIZERS[name]['eot_id'], TOKENIZERS[name]['image_id'])
+    top = max(ids['eot_id'], ids['image_id'])
     if top >= vocab_size:
         raise ValueError(f"{path}: the {name} tokenizer's ids reach {top}, past the model's vocab_size "
                          f"{vocab_size}")
     return model.to(device).eval(), checkpoint
+
+
+# -----------------------------------------------------------------------------
+# DCLM-1B: open_lm's HF layout (TRI-ML/DCLM-1B), read into an LM and written back from one
+#
+# A folder: config.json, model.safetensors.index.json and the shards it names (model-00001-of-00002...).
+# The keys are open_lm's Transformer's, under OpenLMForCausalLM's 'model.' prefix: this LM's names with
+# the prefix, plus each layer's rotary inv_freq buffer (attention.pos_embed.inv_freq, which this LM
+# computes instead). config.json is flat (open_lm's Params fields, model_norm / norm_type, qk_norm /
+# apply_qk_norm); early revisions nest the training arguments under params_args_dict.
+
+DCLM_INDEX = 'model.safetensors.index.json'
+DCLM_PREFIX = 'model.'
+DCLM_NORMS = ('gain_only_lp_layer_norm', 'gain_only_layer_norm')  # gain-only LayerNorm, this decoder's
+DCLM_FFNS = ('swiglu_torch', 'swiglu')  # both one w12 (gate, then up) and w3
+DCLM_SHARD_BYTES = 5 * 10**9  # transformers' default max_shard_size: DCLM-1B's 4.99 GB + 774 MB
+DCLM_ROPE_BASE = 10000.0  # open_lm's RotaryEmbedding has no other
+
+
+def dclm_lm_config(config_file):
+    """config.json -> LMConfig; anything this decoder does not implement is one ValueError naming the key."""
+    try:
+        with open(config_file) as f:
+            raw = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{config_file}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{config_file}: not a JSON object")
+    # the flat keys describe the model as built; the nested ones are the arguments of an early revision
+    c = {**(raw.get('params_args_dict') or {}), **{k: v for k, v in raw.items() if v is not None}}
+    c.setdefault('dim', c.get('hidden_dim'))
+    c.setdefault('model_norm', c.get('norm_type'))
+    c.setdefault('qk_norm', c.get('apply_qk_norm', False))
+    missing = [k for k in ('dim', 'n_layers', 'n_heads', 'vocab_size', 'seq_len', 'model_norm')
+               if c.get(k) is None]
+    if missing:
+        raise ValueError(f"{config_file}: no {', '.join(missing)} (flat or under params_args_dict)")
+    sizes = ('dim', 'n_layers', 'n_heads', 'vocab_size', 'seq_len')
+    bad = next((k for k in sizes if type(c[k]) is not int or c[k] < 1), None)
+    if bad:
+        raise ValueError(f"{config_file}: {bad} {c[bad]!r} is not a positive whole number")
+    if c['dim'] % c['n_heads'] or c['dim'] // c['n_heads'] % 2:
+        raise ValueError(f"{config_file}: dim {c['dim']} is not n_heads ({c['n_heads']}) even-sized heads")
+    fits = dict(model_norm=c['model_norm'] in DCLM_NORMS, qk_norm=c['qk_norm'] is True,
+                ffn_type=c.get('ffn_type', 'swiglu') in DCLM_FFNS,
+                positional_embedding_type=c.get('positional_embedding_type', 'rotary') == 'rotary',
+                post_embed_norm=not c.get('post_embed_norm', False),
+                weight_tying=not c.get('weight_tying', False))
+    wrong = [k for k, ok in fits.items() if not ok]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{config_file}: {k} {c.get(k)!r} is not this decoder's (gain-only LayerNorm, "
+                         f"qk_norm true, SwiGLU, rotary, no post-embedding norm, untied output)")
+    return LMConfig(vocab_size=c['vocab_size'], block_size=c['seq_len'], n_layer=c['n_layers'],
+                    n_head=c['n_heads'], n_embd=c['dim'], norm_eps=c.get('norm_eps', 1e-5),
+                    rope_base=DCLM_ROPE_BASE)
+
+
+def dclm_inv_freq(config):
+    head_dim = config.n_embd // config.n_head
+    return 1.0 / (config.rope_base ** (torch.arange(0, head_dim, 2).float() / head_dim))  # (D/2,)
+
+
+def dclm_shards(folder):
+    """The index's {file key: shard path}; a folder without one, or a shard it names that is not there,
+    is an error naming the file."""
+    index = os.path.join(folder, DCLM_INDEX)
+    if not os.path.isfile(index) or not os.path.isfile(os.path.join(folder, 'config.json')):
+        raise FileNotFoundError(f"{folder}: not a DCLM-1B folder (config.json and {DCLM_INDEX} expected)")
+    try:
+        with open(index) as f:
+            weight_map = json.load(f)['weight_map']
+        weight_map = {str(k): os.path.join(folder, str(v)) for k, v in weight_map.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{index}: not a safetensors index with a weight_map ({type(e).__name__}: {e})") \
+            from None
+    absent = sorted({v for v in weight_map.values() if not os.path.isfile(v)})
+    if absent:
+        raise FileNotFoundError(f"{index}: names shards that are not there: {', '.join(absent)}")
+    return weight_map
+
+
+def read_dclm(folder):
+    """A DCLM-1B folder -> (LMConfig, state dict in this LM's names, fp32). Every missing, unexpected or
+    mis-shaped key is named (the file's names) in one ValueError, before any tensor is read."""
+    from safetensors import safe_open
+    weight_map = dclm_shards(folder)
+    config = dclm_lm_config(os.path.join(folder, 'config.json'))
+    shapes = {}
+    for shard in sorted(set(weight_map.values())):
+        try:
+            with safe_open(shard, framework='pt') as f:
+                shapes.update({k: (shard, tuple(f.get_slice(k).get_shape())) for k in f.keys()})
+        except Exception as e:
+            raise ValueError(f"{shard}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    with torch.device('meta'):
+        own = {DCLM_PREFIX + k: tuple(v.shape) for k, v in LM(config).state_dict().items()}
+    rotary = (config.n_embd // config.n_head // 2,)
+    own.update({f"{DCLM_PREFIX}layers.{i}.attention.pos_embed.inv_freq": rotary
+                for i in range(config.n_layer)})
+    found = {
+        'of another shape': [f"{k} {shapes[k][1]} in the file, {v} expected" for k, v in own.items()
+                             if k in shapes and shapes[k][1] != v],
+        'missing': [f"{k} {v}" for k, v in own.items() if k not in shapes],
+        'unexpected': [f"{k} {v[1]}" for k, v in shapes.items() if k not in own],
+        'in another shard than the index says': [k for k, v in shapes.items() if weight_map.get(k) != v[0]],
+    }
+    raise_key_problems(found, f"{folder}: its weights do not fit the LM of its config.json")
+    state, expected_freq = {}, dclm_inv_freq(config)
+    for shard in sorted(set(weight_map.values())):
+        with safe_open(shard, framework='pt') as f:
+            for key in f.keys():
+                tensor = f.get_tensor(key).float()
+                if key.endswith('.pos_embed.inv_freq'):  # a buffer: it must be the rotary this LM computes
+                    if not torch.allclose(tensor, expected_freq, rtol=1e-6, atol=0):
+                        raise ValueError(f"{shard}: {key} is not open_lm's rotary of base "
+                                         f"{DCLM_ROPE_BASE:g} over {2 * rotary[0]} dims")
+                    continue
+                state[key[len(DCLM_PREFIX):]] = tensor
+    return config, state
+
+
+def load_dclm(folder):
+    """A DCLM-1B folder -> the LM it holds (eval mode, fp32, the checkpoint's vocab_size)."""
+    config, state = read_dclm(folder)
+    lm = LM(config)
+    load_weights(lm, state, folder)
+    return lm.eval()
+
+
+def dclm_checkpoint(folder):
+    """A DCLM-1B folder as the checkpoint train.py starts a stage from: the finished text run (its
+    100 % point, step 1 of 1), GPT-NeoX-tokenised."""
+    config, state = read_dclm(folder)
+    source = dict(source='DCLM-1B (open_lm)', folder=folder)
+    checkpoint = dict(model=state, model_args=asdict(config), tokenizer='neox', step=1,
+                      config=dict(stage='text', max_iters=1, **source),
+                      lineage=dict(config=source, parent=None))
+    tokenizer_file = os.path.join(folder, 'tokenizer.json')
+    if os.path.isfile(tokenizer_file):  # its GPT-NeoX file: train.py checks it against the data's
+        with open(tokenizer_file, 'rb') as f:
+            checkpoint['tokenizer_json'] = f.read()
+        checkpoint['tokenizer_sha256'] = hashlib.sha256(checkpoint['tokenizer_json']).hexdigest()
+    return checkpoint
+
+
+def dclm_keys(n_layer):
+    """open_lm's names (with the prefix), in the order its modules register them: transformers fills the
+    shards in this order, so it decides which tensors share DCLM-1B's second file."""
+    layer = ['attention.in_proj.weight', 'attention.out_proj.weight', 'attention.pos_embed.inv_freq',
+             'attention.q_norm.weight', 'attention.k_norm.weight', 'feed_forward.w12.weight',
+             'feed_forward.w3.weight', 'attention_norm.weight', 'ffn_norm.weight']
+    keys = ['tok_embeddings.weight'] + [f'layers.{i}.{name}' for i in range(n_layer) for name in layer]
+    return [DCLM_PREFIX + k for k in keys + ['norm.weight', 'output.weight']]
+
+
+def dclm_state(lm):
+    """An LM's weights under open_lm's names, in its order (fp32, with the inv_freq buffers)."""
+    own, inv_freq = lm.state_dict(), dclm_inv_freq(lm.config)
+    state = {}
+    for key in dclm_keys(lm.config.n_layer):
+        # one tensor per inv_freq key: safetensors refuses tensors that share memory
+        tensor = inv_freq.clone() if key.endswith('inv_freq') else own[key[len(DCLM_PREFIX):]]
+        state[key] = tensor.detach().to('cpu', torch.float32).contiguous()
+    return state
+
+
+def dclm_config_json(config):
+    """The config.json open_lm's HF class (OpenLMForCausalLM) builds this LM from: its Params fields,
+    norm_type and attn_name, with model_norm and qk_norm (the training arguments' names) beside them."""
+    return dict(architectures=['OpenLMForCausalLM'], model_type='openlm', dim=config.n_embd,
+                n_layers=config.n_layer, n_heads=config.n_head, vocab_size=config.vocab_size,
+                seq_len=config.block_size, norm_eps=config.norm_eps, post_embed_norm=False,
+                weight_tying=False, ffn_type='swiglu_torch', positional_embedding_type='rotary',
+                model_norm='gain_only_lp_layer_norm', norm_type='gain_only_lp_layer_norm', qk_norm=True,
+                apply_qk_norm=True, attn_name='torch_attn', torch_dtype='float32')
+
+
+def dclm_shard_plan(nbytes, shard_bytes):
+    """{key: bytes} in file order -> the keys of each shard, as transformers splits a state dict: a new
+    shard when the next tensor would take this one past shard_bytes."""
+    plan, size = [[]], 0
+    for key, n in nbytes.items():
+        if plan[-1] and size + n > shard_bytes:
+            plan.append([])
+            size = 0
+        plan[-1].append(key)
+        size += n
+    return plan
+
+
+def save_dclm(lm, out_dir, shard_bytes=DCLM_SHARD_BYTES):
+    """Write an LM as a DCLM-1B folder: shards of at most shard_bytes filled in key order, as transformers
+    splits them (model-00001-of-0000N.safetensors), config.json, and the index last (a folder with an
+    index is whole). Returns the shard names."""
+    from safetensors.torch import save_file
+    if lm.config.rope_base != DCLM_ROPE_BASE:
+        raise ValueError(f"rope_base {lm.config.rope_base:g}: open_lm's rotary has base {DCLM_ROPE_BASE:g}")
+    state = dclm_state(lm)
+    plan = dclm_shard_plan({k: t.numel() * t.element_size() for k, t in state.items()}, shard_bytes)
+    shards = [{k: state[k] for k in keys} for keys in plan]
+    os.makedirs(out_dir, exist_ok=True)
+    names = [f'model-{i + 1:05d}-of-{len(shards):05d}.safetensors' for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        tmp = os.path.join(out_dir, f'{name}.tmp{os.getpid()}')
+        save_file(shard, tmp, metadata={'format': 'pt'})
+        os.replace(tmp, os.path.join(out_dir, name))
+    atomic_write_bytes(os.path.join(out_dir, 'config.json'),
+                       json.dumps(dclm_config_json(lm.config), indent=2, sort_keys=True).encode())
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = dict(metadata=dict(total_size=total),
+                 weight_map={k: name for name, shard in zip(names, shards) for k in shard})
+    atomic_write_bytes(os.path.join(out_dir, DCLM_INDEX),
+                       json.dumps(index, indent=2, sort_keys=True).encode())
+    return names
+
+
+EXPORT_DEFAULTS = dict(
+    ckpt='',  # a checkpoint of train.py (an LM, or a VLM whose language model is written)
+    out='',  # the DCLM-1B folder to write
+    shard_bytes=DCLM_SHARD_BYTES,  # largest shard, in bytes
+)
+
+
+def main(argv=None):
+    """python model.py export --ckpt=CKPT --out=DIR: a checkpoint's language model in DCLM-1B's layout."""
+    import configurator
+    _, settings = configurator.parse_command({'export': EXPORT_DEFAULTS}, argv, 'model.py')
+    configurator.require(settings, 'ckpt', 'out')
+    if settings['shard_bytes'] < 1:
+        sys.exit(f"config error: --shard_bytes must be at least 1, got {settings['shard_bytes']}")
+    try:
+        checkpoint = load_checkpoint(settings['ckpt'], ('model', 'model_args'))
+        model = build_model(checkpoint['model_args'], settings['ckpt'])
+        load_weights(model, checkpoint['model'], settings['ckpt'])
+        lm = model.lm if isinstance(model, VLM) else model
+        names = save_dclm(lm, settings['out'], settings['shard_bytes'])
+    except (OSError, ValueError, ImportError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {settings['out']}: config.json, {DCLM_INDEX}, {', '.join(names)}")
+
+
+if __name__ == '__main__':
+    main()

@@ -46,7 +46,8 @@ import vision
 from shards import (ARRAYS, HEADER_BYTES, IMAGE_KINDS, SHARD_VERSION, SPLITS, atomic_write_bytes,
                     npy_header, remove_leftovers, save_npy, sha256_file, start_rebuild, token_dtype,
                     verify_data, write_manifest, write_token_shard)
-from tokenizer import GPT2_RANKS_SHA256, SHAPES_WORDS_FILE, TOKENIZERS, chat_tokens, encode, get_tokenizer
+from tokenizer import (GPT2_RANKS_SHA256, SHAPES_WORDS_FILE, TOKENIZERS, chat_tokens, encode, get_tokenizer,
+                       token_ids)
 
 # -----------------------------------------------------------------------------
 # The commands and their settings (0 workers: one per CPU core)
@@ -54,7 +55,9 @@ from tokenizer import GPT2_RANKS_SHA256, SHAPES_WORDS_FILE, TOKENIZERS, chat_tok
 TEXT = dict(
     input='',             # text files, globs or folders, comma-separated
     out='',               # the output folder
-    tokenizer='gpt2',     # gpt2, bytes or shapes (tokenizer.py)
+    tokenizer='gpt2',     # gpt2, bytes, shapes or neox (tokenizer.py)
+    tokenizer_file='',    # neox: an HF tokenizer.json, copied into out as tokenizer.json
+    vocab_size=0,         # 0: the tokenizer's padded size; more: an embedding's (50432 for DCLM-1B)
     val_fraction=0.005,   # documents in the val split, chosen by content
     workers=0,            # tokenizing processes
     group_mb=64.0,        # input megabytes per train/val shard pair
@@ -65,7 +68,9 @@ CAPTIONS = dict(
     out='',               # the output folder
     image_size=384,       # the encoder's input size in pixels
     image_positions=0,    # the encoder's patch count; 0: from the image size (IMAGE_POSITIONS)
-    tokenizer='gpt2',     # gpt2, bytes or shapes (tokenizer.py)
+    tokenizer='gpt2',     # gpt2, bytes, shapes or neox (tokenizer.py)
+    tokenizer_file='',    # neox: an HF tokenizer.json, copied into out as tokenizer.json
+    vocab_size=0,         # 0: the tokenizer's padded size; more: an embedding's (50432 for DCLM-1B)
     max_tokens=1024,      # longest sample, image positions included
     val_fraction=0.005,   # samples in the val split, chosen by source id
     workers=0,            # preparing processes
@@ -110,11 +115,43 @@ def file_stat(path):
     return [st.st_size, st.st_mtime_ns] if stat.S_ISREG(st.st_mode) else None
 
 
-def tokenizer_sha256(name):
+def tokenizer_sha256(name, tokenizer_file=None):
     """The sha256 of the file a tokenizer is built from; None for 'bytes', which has none."""
     if name == 'gpt2':
         return GPT2_RANKS_SHA256  # gpt2_ranks_path() refuses a ranks file with another one
+    if name == 'neox':
+        return sha256_file(tokenizer_file)
     return sha256_file(SHAPES_WORDS_FILE) if name == 'shapes' else None
+
+
+def data_tokenizer(out_dir, tokenizer, tokenizer_file=None, vocab_size=0):
+    """The tokenizer settings every part records, checked before the workers start; neox's file is copied
+    atomically into out_dir as tokenizer.json, the copy workers, training and checkpoints read."""
+    copy = os.path.join(out_dir, 'tokenizer.json') if tokenizer == 'neox' else None
+    get_tokenizer(tokenizer, tokenizer_file=tokenizer_file or None)  # neox without its file: one line
+    os.makedirs(out_dir, exist_ok=True)
+    if copy and os.path.abspath(tokenizer_file) != os.path.abspath(copy):
+        with open(tokenizer_file, 'rb') as f:
+            atomic_write_bytes(copy, f.read())
+    settings = dict(tokenizer=tokenizer, tokenizer_sha256=tokenizer_sha256(tokenizer, copy))
+    settings = dict(settings, vocab_size=vocab_size) if vocab_size else settings  # gpt2's parts as they were
+    job_tokenizer(settings, out_dir)  # a vocab_size that does not hold every id: one line
+    return settings
+
+
+def manifest_tokenizer(settings, out_dir):
+    """The manifest's tokenizer keys: its name (and for neox its tokenizer.json's sha256), ids and dtype."""
+    keys = ('tokenizer', 'tokenizer_sha256') if settings['tokenizer'] == 'neox' else ('tokenizer',)
+    ids = job_tokenizer(settings, out_dir)[1]
+    return dict({k: settings[k] for k in keys}, vocab_size=ids['vocab_size'], eot_id=ids['eot_id'],
+                image_id=ids['image_id'], dtype=np.dtype(token_dtype(ids['vocab_size'])).name)
+
+
+def job_tokenizer(settings, out_dir):
+    """The Encoding and its ids for settings from data_tokenizer: neox reads the data folder's copy."""
+    copy = os.path.join(out_dir, 'tokenizer.json') if settings['tokenizer'] == 'neox' else None
+    enc = get_tokenizer(settings['tokenizer'], tokenizer_file=copy)
+    return enc, token_ids(enc, settings.get('vocab_size'))
 
 
 # -----------------------------------------------------------------------------
@@ -245,13 +282,12 @@ def part_name(index):
     return f'part_{index:06d}.json'
 
 
-def finished_text_part(out_dir, job):
+def finished_text_part(out_dir, job, itemsize):
     """The part of a group finished by an earlier run from the same inputs and settings, else None."""
     try:
         with open(os.path.join(out_dir, part_name(job['index']))) as f:
             part = json.load(f)
         same = all(part[key] == job[key] for key in ('files', 'val_files', 'inputs', 'settings'))
-        itemsize = np.dtype(token_dtype(TOKENIZERS[job['settings']['tokenizer']]['vocab_size'])).itemsize
         whole = all(os.path.getsize(os.path.join(out_dir, shard['name'])) ==
                     HEADER_BYTES + shard['num_tokens'] * itemsize for shard in part['shards'].values())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -262,9 +298,8 @@ def finished_text_part(out_dir, job):
 def prepare_text_group(job):
     """Tokenize one group of files into train/val shards, then write the part that marks them finished."""
     index, files, out_dir, val_files = job['index'], job['files'], job['out_dir'], job['val_files']
-    tokenizer, val_fraction = job['settings']['tokenizer'], job['settings']['val_fraction']
-    enc = get_tokenizer(tokenizer)
-    ids = TOKENIZERS[tokenizer]
+    enc, ids = job_tokenizer(job['settings'], out_dir)
+    val_fraction = job['settings']['val_fraction']
     dtype = token_dtype(ids['vocab_size'])
     splits = {'train': [], 'val': []}
     per_file, documents = {}, {'train': 0, 'val': 0}
@@ -293,7 +328,7 @@ def prepare_text_group(job):
 
 
 def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=None, group_mb=64,
-                 val_inputs=()):
+                 val_inputs=(), tokenizer_file=None, vocab_size=0):
     """val_inputs: files whose documents all go to the val split (a held-out set of its own)."""
     val_files = expand_inputs(val_inputs) if val_inputs else []
     if val_inputs and not val_files:
@@ -301,15 +336,14 @@ def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=
     files = sorted(set(expand_inputs(inputs) + val_files))
     if not files:
         raise SystemExit(f"no text files (.jsonl, .jsonl.zst, .jsonl.zstd, .txt, .parquet) match {inputs}")
-    os.makedirs(out_dir, exist_ok=True)
+    tok = data_tokenizer(out_dir, tokenizer, tokenizer_file, vocab_size)
     remove_leftovers(out_dir)
-    get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
-    settings = dict(tokenizer=tokenizer, tokenizer_sha256=tokenizer_sha256(tokenizer),
-                    val_fraction=val_fraction, group_mb=group_mb)
+    settings = dict(tok, val_fraction=val_fraction, group_mb=group_mb)
+    itemsize = np.dtype(token_dtype(job_tokenizer(tok, out_dir)[1]['vocab_size'])).itemsize
     jobs = [dict(index=i, files=g, val_files=[f for f in g if f in val_files],
                  inputs={f: file_stat(f) for f in g}, settings=settings, out_dir=out_dir)
             for i, g in enumerate(group_files(files, group_mb * 2 ** 20))]
-    parts = {job['index']: finished_text_part(out_dir, job) for job in jobs}
+    parts = {job['index']: finished_text_part(out_dir, job, itemsize) for job in jobs}
     pending = [job for job in jobs if parts[job['index']] is None]
     if len(pending) < len(jobs):
         print(f"{out_dir}: {len(jobs) - len(pending)} of {len(jobs)} parts already finished, kept")
@@ -329,10 +363,10 @@ def prepare_text(inputs, out_dir, tokenizer='gpt2', val_fraction=0.005, workers=
             pool.close()
             pool.join()
     elapsed = time.time() - t0
-    return write_text_manifest(out_dir, tokenizer, [parts[i] for i in sorted(parts)], new_tokens, elapsed)
+    return write_text_manifest(out_dir, tok, [parts[i] for i in sorted(parts)], new_tokens, elapsed)
 
 
-def write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed):
+def write_text_manifest(out_dir, tok, parts, new_tokens, elapsed):
     skipped = {reason: 0 for reason in SKIP_REASONS + ('unreadable',)}
     problems = []
     for part in parts:
@@ -343,10 +377,8 @@ def write_text_manifest(out_dir, tokenizer, parts, new_tokens, elapsed):
             if bad:
                 problems.append(f"  {path}: " + ", ".join(f"{n} {r}" for r, n in bad.items()))
     num_docs = {s: sum(p['documents'][s] for p in parts) for s in ('train', 'val')}
-    ids = TOKENIZERS[tokenizer]
     manifest = dict(
-        kind='text', format_version=SHARD_VERSION, tokenizer=tokenizer, vocab_size=ids['vocab_size'],
-        eot_id=ids['eot_id'], image_id=ids['image_id'], dtype=np.dtype(token_dtype(ids['vocab_size'])).name,
+        kind='text', format_version=SHARD_VERSION, **manifest_tokenizer(tok, out_dir),
         num_tokens={s: sum(p['shards'][s]['num_tokens'] for p in parts) for s in ('train', 'val')},
         num_documents=num_docs,
         shards={s: [p['shards'][s] for p in parts] for s in ('train', 'val')},
@@ -550,7 +582,7 @@ def read_image_source(job, stats):
 
 def caption_sample(enc, source, caption, n_image, max_tokens, stats):
     """[EOT] + n_image x [IMAGE] + caption + [EOT], trained on the caption and its EOT; None if empty."""
-    ids = TOKENIZERS[enc.name]
+    ids = token_ids(enc)
     text = encode(enc, caption.strip())
     if not text:
         note(stats, 'empty_caption', f"{source}: empty caption")
@@ -566,7 +598,7 @@ def caption_sample(enc, source, caption, n_image, max_tokens, stats):
 def conversation_sample(enc, turns, n_image, max_tokens, stats):
     """chat_tokens of the turns, cut to max_tokens after a whole answer where possible; None without an
     answer."""
-    eot = TOKENIZERS[enc.name]['eot_id']
+    eot = token_ids(enc)['eot_id']
     if turns and turns[-1][0] == 'user':
         turns = turns[:-1]
         note(stats, 'unanswered_question_dropped')
@@ -622,8 +654,7 @@ class ShardWriter:
             self.num_images += 1
 
     def finish(self, job, job_stats):
-        S = self.image_size
-        header = npy_header(np.uint8, (self.num_images, S, S, 3))
+        header = npy_header(np.uint8, (self.num_images, self.image_size, self.image_size, 3))
         assert len(header) == self.header_bytes  # numpy's padding makes it so; the images start right after
         self.image_file.seek(0)
         self.image_file.write(header)
@@ -654,8 +685,8 @@ def job_identity(job):
 
 def prepare_image_shard(job):
     """Read one job's samples, tokenize them, preprocess their images, and write its train and val shards."""
-    enc = get_tokenizer(job['tokenizer'])
-    dtype = token_dtype(TOKENIZERS[job['tokenizer']]['vocab_size'])
+    enc, ids = job_tokenizer(job, job['out_dir'])
+    dtype = token_dtype(ids['vocab_size'])
     size, n_image, max_tokens = job['image_size'], job['image_positions'], job['max_tokens']
     writers = {split: ShardWriter(job['out_dir'], shard_name(split, job['index']), size, dtype)
                for split in SPLITS}
@@ -713,6 +744,10 @@ def finished_image_shard(out_dir, job):
 # -----------------------------------------------------------------------------
 # Image preparation: inputs -> jobs -> shards in worker processes -> manifest.json
 
+IMAGE_READERS = {('instruct', '.json'): 'llava', ('captions', '.tar'): 'tar',  # (kind, extension) -> reader
+                 ('captions', '.jsonl'): 'folder', ('captions', '.json'): 'pretrain'}
+
+
 def image_sources(kind, inputs, images_root=None):
     """(reader, path, image root) per input file, sorted. Caption inputs: tars (files, globs, folders of
     tars), a folder holding captions.jsonl (or the .jsonl), a LLaVA-Pretrain .json; instruct: LLaVA .json.
@@ -731,25 +766,13 @@ def image_sources(kind, inputs, images_root=None):
                 raise SystemExit(f"{pattern}: no such file")
         for path in paths:
             path = os.path.normpath(path)
-            if kind == 'instruct' and path.endswith('.json'):
-                reader = 'llava'
-            elif kind == 'captions' and path.endswith('.tar'):
-                reader = 'tar'
-            elif kind == 'captions' and path.endswith('.jsonl'):
-                reader = 'folder'
-            elif kind == 'captions' and path.endswith('.json'):
-                reader = 'pretrain'
-            else:
+            reader = IMAGE_READERS.get((kind, os.path.splitext(path)[1]))
+            if reader is None:
                 expected = ('a LLaVA .json' if kind == 'instruct' else
                             '.tar, a folder with captions.jsonl, or a LLaVA-Pretrain .json')
                 raise SystemExit(f"{path}: not a {kind} source (expected {expected})")
-            if reader == 'tar':
-                root = None
-            elif reader == 'folder':
-                root = os.path.dirname(path)
-            else:
-                root = images_root or os.path.dirname(path)
-            found.add((reader, path, root))
+            root = os.path.dirname(path) if reader == 'folder' or not images_root else images_root
+            found.add((reader, path, None if reader == 'tar' else root))  # JSON image paths: from its folder
     return sorted(found)
 
 
@@ -786,7 +809,8 @@ def image_jobs(kind, sources, out_dir, shard_size, **settings):
 
 
 def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_size=384, image_positions=None,
-                   max_tokens=1024, val_fraction=0.005, workers=None, shard_size=5000):
+                   max_tokens=1024, val_fraction=0.005, workers=None, shard_size=5000, tokenizer_file=None,
+                   vocab_size=0):
     """kind 'captions' (image-caption pairs) or 'instruct' (LLaVA conversations) -> image shards in
     out_dir."""
     if kind not in IMAGE_KINDS:
@@ -795,12 +819,11 @@ def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_s
     if max_tokens < image_positions + 3:
         raise ValueError(f"max_tokens {max_tokens} leaves no room for text after {image_positions} "
                          f"image positions")
-    get_tokenizer(tokenizer)  # fetch and verify the GPT-2 ranks once, before the workers start
+    get_tokenizer(tokenizer, tokenizer_file=tokenizer_file or None)  # a bad file fails before any writing
     sources = image_sources(kind, inputs, images)
-    os.makedirs(out_dir, exist_ok=True)
+    tok = data_tokenizer(out_dir, tokenizer, tokenizer_file, vocab_size)
     remove_leftovers(out_dir)
-    jobs = image_jobs(kind, sources, out_dir, shard_size, tokenizer=tokenizer,
-                      tokenizer_sha256=tokenizer_sha256(tokenizer), image_size=image_size,
+    jobs = image_jobs(kind, sources, out_dir, shard_size, **tok, image_size=image_size,
                       image_positions=image_positions, max_tokens=max_tokens, val_fraction=val_fraction)
     results, pending = {}, []
     for job in jobs:
@@ -831,7 +854,7 @@ def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_s
                 pool.close()
                 pool.join()
     elapsed = time.time() - t0
-    manifest = write_image_manifest(out_dir, kind, [results[i] for i in sorted(results)], tokenizer,
+    manifest = write_image_manifest(out_dir, kind, [results[i] for i in sorted(results)], tok,
                                     image_size, image_positions, max_tokens, val_fraction)
     if new_images:
         print(f"prepared {new_images:,} images in {elapsed:.1f}s: "
@@ -839,9 +862,8 @@ def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_s
     return manifest
 
 
-def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_positions, max_tokens,
+def write_image_manifest(out_dir, kind, results, tok, image_size, image_positions, max_tokens,
                          val_fraction):
-    ids = TOKENIZERS[tokenizer]
     keys = ('name', 'num_samples', 'num_tokens', 'num_images', 'files')
     shards = {split: [{k: infos[n][k] for k in keys} for infos in results] for n, split in enumerate(SPLITS)}
     skipped = {reason: 0 for reason in IMAGE_SKIPS}
@@ -856,8 +878,7 @@ def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_po
                 counts[reason] = counts.get(reason, 0) + n
         errors.setdefault(stats['path'], []).extend(stats['errors'])
     manifest = dict(
-        kind=kind, format_version=SHARD_VERSION, tokenizer=tokenizer, vocab_size=ids['vocab_size'],
-        eot_id=ids['eot_id'], image_id=ids['image_id'], dtype=np.dtype(token_dtype(ids['vocab_size'])).name,
+        kind=kind, format_version=SHARD_VERSION, **manifest_tokenizer(tok, out_dir),
         image_size=image_size, image_positions=image_positions, max_tokens=max_tokens,
         val_fraction=val_fraction,
         num_samples={s: sum(e['num_samples'] for e in shards[s]) for s in SPLITS},
@@ -887,16 +908,6 @@ def write_image_manifest(out_dir, kind, results, tokenizer, image_size, image_po
 # -----------------------------------------------------------------------------
 # The shapes world end to end: write it, then run the real pipeline on what it wrote
 
-def written_world(path):
-    """world.json's dict; None when there is none or it was cut short (write_world writes it last)."""
-    try:
-        with open(path, 'rb') as f:
-            world = json.loads(f.read().decode('utf-8'))
-    except (FileNotFoundError, ValueError):
-        return None
-    return world if isinstance(world, dict) else None
-
-
 def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_positions=None, max_tokens=1024,
                    val_fraction=0.005, workers=None, **sizes):
     """out/raw (the world, as shapes.write_world writes it; eval reads raw/vqa and raw/text_mc),
@@ -907,16 +918,8 @@ def prepare_shapes(out_dir, seed=0, tokenizer='shapes', image_size=48, image_pos
     if unknown:
         raise ValueError(f"unknown shapes world sizes {sorted(unknown)}; known: {SHAPES_SIZES}")
     raw = os.path.join(out_dir, 'raw')
-    world_path = os.path.join(raw, 'world.json')
-    world = written_world(world_path)
+    world = shapes.kept_world(raw, seed=seed, image_size=image_size, **sizes)
     if world is not None:
-        asked = dict(seed=seed, image_size=image_size, **sizes)
-        found = dict(seed=world['seed'], image_size=world['image_size'], **world['sizes'])
-        differ = {k: (v, found.get(k)) for k, v in asked.items() if found.get(k) != v}
-        if differ:
-            found = ', '.join(f'{k}={b} there, {a} asked' for k, (a, b) in differ.items())
-            raise SystemExit(f"{raw} holds a world made with other settings ({found}); "
-                             f"remove {out_dir} or choose another --out")
         print(f"{raw}: world already written, kept")
     else:
         world = shapes.write_world(raw, seed=seed, image_size=image_size, overwrite=True, verbose=True,
@@ -970,20 +973,20 @@ def main(argv=None):
             sys.exit("\n".join(bad))
         return good
     configurator.require(s, 'out', *(() if command == 'shapes' else ('input',)))
-    if s['tokenizer'] not in TOKENIZERS:
-        sys.exit(f"config error: --tokenizer must be one of {', '.join(TOKENIZERS)}, got {s['tokenizer']!r}")
+    if s['tokenizer'] not in TOKENIZERS and (s['tokenizer'] != 'neox' or command == 'shapes'):
+        sys.exit(f"config error: --tokenizer must be one of {', '.join(TOKENIZERS)}, got {s['tokenizer']!r}"
+                 + ("" if command == 'shapes' else "; or neox, with --tokenizer_file=tokenizer.json"))
     inputs = [p.strip() for p in s.get('input', '').split(',') if p.strip()]
     sizes = shapes_sizes(s) if command == 'shapes' else {}
     try:
-        get_tokenizer(s['tokenizer'])  # GPT-2's ranks may have to be fetched first
+        get_tokenizer(s['tokenizer'], tokenizer_file=s.get('tokenizer_file') or None)  # GPT-2's: fetched
     except (OSError, RuntimeError, ValueError) as e:
         sys.exit(f"error: tokenizer '{s['tokenizer']}': {e}")
-    settings = {k: s[k] for k in ('tokenizer', 'image_size', 'image_positions', 'max_tokens', 'val_fraction',
-                                  'workers') if k in s}
+    settings = {k: s[k] for k in ('tokenizer', 'tokenizer_file', 'vocab_size', 'image_size',
+                                  'image_positions', 'max_tokens', 'val_fraction', 'workers') if k in s}
     try:
         if command == 'text':
-            return prepare_text(inputs, s['out'], s['tokenizer'], s['val_fraction'], s['workers'],
-                                s['group_mb'])
+            return prepare_text(inputs, s['out'], group_mb=s['group_mb'], **settings)
         if command == 'shapes':
             return prepare_shapes(s['out'], seed=s['seed'], **settings, **sizes)
         kind = 'captions' if command == 'captions' else 'instruct'

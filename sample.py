@@ -20,7 +20,7 @@ import torch
 
 import configurator
 from model import VLM, model_from_checkpoint
-from tokenizer import TOKENIZERS, chat_tokens, decode, encode, get_tokenizer
+from tokenizer import chat_tokens, decode, encode, get_tokenizer, token_ids
 
 DEFAULTS = {
     'ckpt': 'out/tiny_text/ckpt.pt',  # the checkpoint to sample from
@@ -52,7 +52,7 @@ def parse_settings(argv=None):
 
 def prompt_tokens(enc, text, chat=False, num_patches=0, caption=False):
     """The ids to generate from and whether <|endoftext|> ends the answer."""
-    ids = TOKENIZERS[enc.name]
+    ids = token_ids(enc)
     if caption:  # a caption row: <|endoftext|> + image positions + caption
         return [ids['eot_id']] + [ids['image_id']] * num_patches + encode(enc, text), True
     if num_patches or chat:
@@ -68,8 +68,8 @@ def main(argv=None):
         model, checkpoint = model_from_checkpoint(settings['ckpt'], device)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    enc = get_tokenizer(checkpoint['tokenizer'])
-    eot = TOKENIZERS[enc.name]['eot_id']
+    enc = get_tokenizer(checkpoint['tokenizer'], tokenizer_file=checkpoint.get('tokenizer_file'))
+    eot = token_ids(enc)['eot_id']
     prompt = settings['prompt'] or ('' if settings['image'] else '\n')
     if prompt.startswith('FILE:'):
         if not os.path.isfile(prompt[5:]):

@@ -563,6 +563,31 @@ def _write_text(out_dir, seed, text_mb, val_text_mb, n_mc):
     return corpus, val_docs, mc
 
 
+def written_world(path):
+    """world.json's dict; None when there is none or it was cut short (write_world writes it last)."""
+    try:
+        with open(path, 'rb') as f:
+            world = json.loads(f.read().decode('utf-8'))
+    except (FileNotFoundError, ValueError):
+        return None
+    return world if isinstance(world, dict) else None
+
+
+def kept_world(raw, **asked):
+    """The world an earlier run wrote under raw with the settings asked (seed, image_size, sizes); None
+    when there is none or it was cut short; one line naming the settings that differ when they do."""
+    world = written_world(os.path.join(raw, 'world.json'))
+    if world is None:
+        return None
+    found = dict(seed=world['seed'], image_size=world['image_size'], **world['sizes'])
+    differ = {k: (v, found.get(k)) for k, v in asked.items() if found.get(k) != v}
+    if differ:
+        found = ', '.join(f'{k}={b} there, {a} asked' for k, (a, b) in differ.items())
+        raise SystemExit(f"{raw} holds a world made with other settings ({found}); "
+                         f"remove {os.path.dirname(raw)} or choose another --out")
+    return world
+
+
 def write_world(out_dir, seed=0, image_size=IMAGE_SIZE, n_caption=N_CAPTION, n_instruct=N_INSTRUCT,
                 n_instruct_text=N_INSTRUCT_TEXT, n_val=N_VAL, val_questions_per_image=VAL_QUESTIONS_PER_IMAGE,
                 text_mb=TEXT_MB, val_text_mb=None, n_mc=N_MC, overwrite=False, verbose=False):

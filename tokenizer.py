@@ -4,19 +4,25 @@ The tokenizers, their special tokens and the chat template: what every stage agr
   gpt2    tiktoken's GPT-2 (r50k) ranks, exact GPT-2 ids; <|image|> takes the first padded id
   bytes   the 256 bytes
   shapes  the 256 bytes, then one token per word piece of the shapes world (assets/shapes_words.json)
+  neox    an HF byte-level BPE tokenizer.json (GPT-NeoX-20B's, which DCLM-1B uses), read into tiktoken:
+          get_tokenizer('neox', tokenizer_file=path); <|image|> takes the first id past the file's
 
 Every tokenizer has <|endoftext|> (document separator and BOS) and <|image|> (an image position).
 Special-token strings inside a document stay plain text. docs/design.md lists the ids.
+encode(enc, text) is the one way in for text: for neox it also applies the file's NFC normaliser and
+splits out its added tokens (GPT-NeoX's runs of spaces) as HF does. token_ids(enc) gives the ids.
 """
 import base64
 import glob
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import tempfile
+import unicodedata
 
 import tiktoken
 
@@ -105,14 +111,231 @@ def load_ranks(path):
         return {base64.b64decode(token): int(rank) for token, rank in pairs}
 
 
+# -----------------------------------------------------------------------------
+# GPT-NeoX: an HF byte-level BPE tokenizer.json read into a tiktoken Encoding
+# tiktoken merges the adjacent pair whose concatenation has the lowest rank and takes a piece found whole
+# in the vocabulary; HF applies the file's merges in list order. The two agree when every merge makes a
+# new token, the merges make tokens in rank order, and HF's merges turn each token's own bytes into that
+# token (then every pair HF can meet whose concatenation is a token is that token's merge). The reader
+# checks all three and refuses anything else it cannot reproduce exactly, naming the file and the piece.
+
+NEOX_PAD_MULTIPLE = 64  # vocab_size rounds image_id + 1 up to this; token_ids(enc, vocab_size=) pads further
+UTF8_NEVER = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])  # bytes no UTF-8 text contains: may be absent
+
+
+def byte_level_alphabet():
+    """GPT-2's byte-level characters -> bytes: printable bytes stand for themselves, the others move to
+    U+0100 onwards (the strings of a byte-level vocabulary and its merges)."""
+    kept = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1),
+            *range(ord('®'), ord('ÿ') + 1)]
+    moved = [b for b in range(256) if b not in kept]
+    return {**{chr(b): b for b in kept}, **{chr(256 + i): b for i, b in enumerate(moved)}}
+
+
+def hf_fail(path, what):
+    raise ValueError(f"{path}: {what}")
+
+
+def check_hf_pipeline(path, cfg):
+    """The normaliser, pre-tokenizer, decoder, post-processor and model settings: those that convert
+    exactly, or one line naming the first that does not. Returns whether to apply NFC."""
+    norm, pre = cfg.get('normalizer'), cfg.get('pre_tokenizer')
+    if norm is not None and (not isinstance(norm, dict) or norm.get('type') != 'NFC'):
+        hf_fail(path, f"normalizer {json.dumps(norm)[:120]} is not supported (only NFC or none converts)")
+    if (not isinstance(pre, dict) or pre.get('type') != 'ByteLevel' or pre.get('add_prefix_space', False)
+            or not pre.get('use_regex', True)):
+        hf_fail(path, f"pre_tokenizer {json.dumps(pre)[:120]} is not supported (only ByteLevel with "
+                      f"add_prefix_space=false and use_regex=true converts)")
+    for key in ('decoder', 'post_processor'):
+        part = cfg.get(key)
+        if part is not None and (not isinstance(part, dict) or part.get('type') != 'ByteLevel'):
+            hf_fail(path, f"{key} {json.dumps(cfg[key])[:120]} is not supported (only ByteLevel or none)")
+    model = cfg.get('model')
+    if not isinstance(model, dict) or model.get('type') != 'BPE':
+        kind = model.get('type') if isinstance(model, dict) else model
+        hf_fail(path, f"model type {kind!r} is not supported (only a byte-level BPE converts)")
+    for key, allowed in (('dropout', (None,)), ('continuing_subword_prefix', (None, '')),
+                         ('end_of_word_suffix', (None, '')), ('byte_fallback', (None, False)),
+                         ('ignore_merges', (None, False))):
+        if model.get(key) not in allowed:
+            hf_fail(path, f"model {key}={model[key]!r} is not supported (only {allowed[-1]!r} converts)")
+    return norm is not None
+
+
+def hf_added_tokens(path, cfg, nfc):
+    """The added tokens: {content: id} for the special ones (plain text inside a document), and the
+    non-special ones HF matches before the BPE, split into those matched on the raw text and those matched
+    on the normalised text (their content normalised too, as HF does)."""
+    special, raw, normalised = {}, {}, {}
+    for tok in cfg.get('added_tokens') or []:
+        content, i = (tok.get('content'), tok.get('id')) if isinstance(tok, dict) else (None, None)
+        if not isinstance(content, str) or not content or not isinstance(i, int) or i < 0:
+            hf_fail(path, f"added token {json.dumps(tok)[:120]} needs a non-empty content and an id")
+        flags = [k for k in ('lstrip', 'rstrip', 'single_word') if tok.get(k)]
+        if flags:
+            hf_fail(path, f"added token {content!r} sets {', '.join(flags)}, which is not supported")
+        if tok.get('special'):
+            special[content] = i
+        elif tok.get('normalized', True) and nfc:
+            normalised[unicodedata.normalize('NFC', content)] = i
+        else:
+            raw[content] = i
+    every = {**special, **raw, **normalised}
+    if len(set(every.values())) != len(every) or len(every) != len(cfg.get('added_tokens') or []):
+        hf_fail(path, "two added tokens share a content or an id")
+    return special, raw, normalised
+
+
+def hf_vocab_bytes(path, model, added_ids):
+    """The BPE vocabulary as {bytes: id}, without the entries of added tokens; the merges as byte pairs."""
+    alphabet, ranks = byte_level_alphabet(), {}
+    vocab, merges = model.get('vocab'), model.get('merges')
+    if not isinstance(vocab, dict) or not isinstance(merges, list):
+        hf_fail(path, "model has no vocab or merges")
+    for text, i in vocab.items():
+        if i in added_ids:
+            continue  # an added token's entry: it is matched (or kept as text) before the BPE
+        if not isinstance(i, int) or i < 0:
+            hf_fail(path, f"vocab token {text!r} has the id {i!r}, not a non-negative integer")
+        if not text or any(c not in alphabet for c in text):
+            hf_fail(path, f"vocab token {text!r} (id {i}) is not byte-level")
+        ranks[bytes(alphabet[c] for c in text)] = i
+    if len(set(ranks.values())) != len(ranks):
+        hf_fail(path, "two vocab tokens share an id")
+    pairs = []
+    for m in merges:
+        parts = m.split(' ') if isinstance(m, str) else m
+        if len(parts) != 2 or any(not isinstance(p, str) or p not in vocab or vocab[p] in added_ids
+                                  for p in parts):
+            hf_fail(path, f"merge {m!r} is not a pair of vocab tokens")
+        pairs.append(tuple(bytes(alphabet[c] for c in p) for p in parts))
+    return ranks, pairs
+
+
+def hf_bpe(piece, merge_order):
+    """HF's BPE on one piece: apply the lowest merge in list order (leftmost first) until none applies."""
+    parts = [piece[i:i + 1] for i in range(len(piece))]
+    while len(parts) > 1:
+        order, at = min((merge_order.get((a, b), len(merge_order)), j)
+                        for j, (a, b) in enumerate(zip(parts, parts[1:])))
+        if order == len(merge_order):
+            break
+        parts[at:at + 2] = [parts[at] + parts[at + 1]]
+    return parts
+
+
+def check_hf_merges(path, ranks, pairs):
+    """Every merge makes a new vocab token, in rank order, and every token is reached through its merges."""
+    missing = sorted(b for b in set(range(256)) - UTF8_NEVER if bytes([b]) not in ranks)
+    if missing:
+        hf_fail(path, f"the vocabulary lacks the byte 0x{missing[0]:02x}, so some text has no tokens")
+    merge_order, made, last = {}, set(), -1
+    for order, (a, b) in enumerate(pairs):
+        token = a + b
+        if token not in ranks or token in made or ranks[token] <= last:
+            why = ('is not a BPE vocab token' if token not in ranks else 'is made by an earlier merge too'
+                   if token in made else f'has a lower id ({ranks[token]}) than an earlier merge\'s result')
+            hf_fail(path, f"merge {order} makes token {token.decode('utf-8', 'replace')!r}, which {why}")
+        merge_order[(a, b)], last = order, ranks[token]
+        made.add(token)
+    for token, i in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) > 1 and (token not in made or hf_bpe(token, merge_order) != [token]):
+            hf_fail(path, f"vocab token {token.decode('utf-8', 'replace')!r} (id {i}) is not reached "
+                          f"through its merges, so tiktoken would not tokenise as the file does")
+
+
+def read_hf_tokenizer(path):
+    """An HF tokenizer.json -> dict(ranks, specials, raw_added, normalised_added, nfc, eot_id, image_id,
+    vocab_size), or one line naming the file and the first construct that does not convert exactly."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            cfg = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        hf_fail(path, f"cannot read a tokenizer.json ({type(e).__name__}: {str(e).splitlines()[0]})")
+    if not isinstance(cfg, dict):
+        hf_fail(path, "is not a tokenizer.json (not a JSON object)")
+    nfc = check_hf_pipeline(path, cfg)
+    special, raw, normalised = hf_added_tokens(path, cfg, nfc)
+    added_ids = {**special, **raw, **normalised}
+    ranks, pairs = hf_vocab_bytes(path, cfg['model'], set(added_ids.values()))
+    if '<|image|>' in added_ids:
+        hf_fail(path, "already has an <|image|> added token (<|image|> takes the first id past the file's)")
+    by_id, alphabet = {i: t for t, i in added_ids.items()}, byte_level_alphabet()
+    for text, i in cfg['model']['vocab'].items():
+        if i in by_id and by_id[i].encode() not in (text.encode(), bytes(alphabet.get(c, 0) for c in text)):
+            hf_fail(path, f"vocab token {text!r} has the id {i} of the added token {by_id[i]!r}")
+    check_hf_merges(path, ranks, pairs)
+    if '<|endoftext|>' not in added_ids:
+        hf_fail(path, "has no <|endoftext|> added token (the document separator)")
+    image_id = max([*ranks.values(), *added_ids.values()]) + 1
+    return dict(ranks=ranks, specials=special, raw_added=raw, normalised_added=normalised, nfc=nfc,
+                eot_id=added_ids['<|endoftext|>'], image_id=image_id,
+                vocab_size=(image_id + NEOX_PAD_MULTIPLE) // NEOX_PAD_MULTIPLE * NEOX_PAD_MULTIPLE)
+
+
+def added_splitter(tokens):
+    """A regex whose split keeps the added tokens: longest first, so the leftmost-longest match wins as in
+    HF's added-token trie (a run of 30 spaces: 24, then 6)."""
+    if not tokens:
+        return None
+    return re.compile('(' + '|'.join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)) + ')')
+
+
+def neox_encoding(path):
+    """The tiktoken Encoding of a tokenizer.json, and what encode() needs beside it."""
+    hf = read_hf_tokenizer(path)
+    specials = {**hf['specials'], **hf['raw_added'], **hf['normalised_added'], '<|image|>': hf['image_id']}
+    enc = tiktoken.Encoding(name='neox', pat_str=GPT2_PATTERN, mergeable_ranks=hf['ranks'],
+                            special_tokens=specials)
+    info = dict(ids=dict(eot_id=hf['eot_id'], image_id=hf['image_id'], vocab_size=hf['vocab_size']),
+                nfc=hf['nfc'], raw=added_splitter(hf['raw_added']), raw_ids=hf['raw_added'],
+                normalised=added_splitter(hf['normalised_added']), normalised_ids=hf['normalised_added'])
+    return enc, info
+
+
+def split_added(pattern, added_ids, text):
+    """[(piece, None) | (None, id)]: the text cut around its added tokens (the pieces may be empty)."""
+    if pattern is None:
+        return [(text, None)]
+    parts = pattern.split(text)  # text, token, text, token, ..., text
+    return [(p, None) if k % 2 == 0 else (None, added_ids[p]) for k, p in enumerate(parts)]
+
+
+def encode_neox(enc, info, text):
+    ids = []
+    for raw, raw_id in split_added(info['raw'], info['raw_ids'], text):
+        if raw_id is not None:
+            ids.append(raw_id)
+            continue
+        normal = unicodedata.normalize('NFC', raw) if info['nfc'] else raw
+        for piece, piece_id in split_added(info['normalised'], info['normalised_ids'], normal):
+            ids += [piece_id] if piece_id is not None else enc.encode_ordinary(piece)
+    return ids
+
+
 _tokenizer_cache = {}
+_neox_info = {}  # id(Encoding) -> its ids and added-token splitters (the Encodings are kept)
 
 
-def get_tokenizer(name):
-    """A tiktoken Encoding with the special tokens of the contracts: 'gpt2' (exact GPT-2 ids), 'bytes' or
-    'shapes' (bytes + the shapes world's words)."""
+def get_tokenizer(name, tokenizer_file=None):
+    """A tiktoken Encoding with the special tokens of the contracts: 'gpt2' (exact GPT-2 ids), 'bytes',
+    'shapes' (bytes + the shapes world's words) or 'neox' (tokenizer_file: an HF byte-level BPE
+    tokenizer.json, the same ids as HF's tokenizers; one per file content). Encode with encode()."""
+    if name == 'neox':
+        if not tokenizer_file:
+            raise ValueError("the neox tokenizer needs its tokenizer.json: pass tokenizer_file")
+        if not os.path.isfile(tokenizer_file):
+            raise ValueError(f"{tokenizer_file}: no such tokenizer.json")
+        key = ('neox', sha256_file(tokenizer_file))
+        if key not in _tokenizer_cache:
+            enc, info = neox_encoding(tokenizer_file)
+            _neox_info[id(enc)] = info
+            _tokenizer_cache[key] = enc
+        return _tokenizer_cache[key]
     if name not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS)}")
+        raise ValueError(f"unknown tokenizer {name!r}; known: {sorted(TOKENIZERS) + ['neox']}")
+    if tokenizer_file:
+        raise ValueError(f"tokenizer {name!r} takes no tokenizer_file (only neox reads one)")
     if name in _tokenizer_cache:
         return _tokenizer_cache[name]
     ids = TOKENIZERS[name]
@@ -128,9 +351,36 @@ def get_tokenizer(name):
     return enc
 
 
+def token_ids(enc, vocab_size=None):
+    """dict(eot_id, image_id, vocab_size) of an Encoding from get_tokenizer (TOKENIZERS' entry, or the
+    file's for neox). vocab_size: pad further, to the rows of an embedding being loaded (DCLM-1B: 50,432);
+    it must hold every id."""
+    ids = dict(_neox_info[id(enc)]['ids'] if id(enc) in _neox_info else TOKENIZERS[enc.name])
+    if vocab_size is not None:
+        if vocab_size <= ids['image_id']:
+            raise ValueError(f"vocab_size {vocab_size} does not hold the {enc.name} tokenizer's "
+                             f"{ids['image_id'] + 1} ids")
+        ids['vocab_size'] = vocab_size
+    return ids
+
+
+def stored_tokenizer_file(data):
+    """The bytes of a tokenizer.json kept in a checkpoint -> a file holding them (in the cache, named by
+    their sha256) for get_tokenizer('neox', tokenizer_file=...): a checkpoint carries its file, so eval
+    and sampling need no other."""
+    digest = hashlib.sha256(data).hexdigest()
+    path = os.path.join(cache_dir(), 'tokenizers', f'{digest}.json')
+    if not os.path.isfile(path) or sha256_file(path) != digest:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_bytes(path, data)
+    return path
+
+
 def encode(enc, text):
-    """Ordinary text -> ids; special-token strings inside the text are encoded as plain text."""
-    return enc.encode_ordinary(text)
+    """Ordinary text -> ids; special-token strings inside the text are encoded as plain text. For neox: the
+    file's NFC normaliser, then its added tokens (runs of spaces) split out before the BPE, as HF does."""
+    info = _neox_info.get(id(enc))
+    return enc.encode_ordinary(text) if info is None else encode_neox(enc, info, text)
 
 
 def decode(enc, ids):
@@ -157,7 +407,7 @@ def chat_tokens(enc, turns, n_image=0):
     per turn; the mask is 1 on the answers and their <|endoftext|> only. When the last turn is the
     user's, the tokens end with "Assistant:" — the prompt to generate from.
     """
-    ids = TOKENIZERS[enc.name]
+    ids = token_ids(enc)
     tokens = [ids['eot_id']] + [ids['image_id']] * n_image
     mask = [0] * len(tokens)
     for i, (role, text) in enumerate(turns):

@@ -352,10 +352,10 @@ def swap_accuracy(model, images, captions, groups):
 # -----------------------------------------------------------------------------
 # pre-training on a captions folder
 
-def word_groups(groups, tokenizer):
+def word_groups(groups, tokenizer, tokenizer_file=None):
     """'circle,square,...' strings -> lists of token ids, one per word as it reads inside a caption
     (after a space); a word that is not a single token cannot be swapped in place and is refused."""
-    enc = get_tokenizer(tokenizer)
+    enc = get_tokenizer(tokenizer, tokenizer_file=tokenizer_file)
     out = []
     for group in groups:
         words = [w for w in group.split(',') if w]
@@ -401,7 +401,8 @@ def pretrain(captions_dir, out_dir, preset='tiny', steps=1000, batch_size=64, lr
         raise ValueError(f"preset {preset!r} is not one of {', '.join(PRESETS)}")
     shards = ImageShards(captions_dir, 'train')
     manifest = shards.manifest
-    swap_groups = word_groups(swap_words, manifest['tokenizer'])
+    neox_file = os.path.join(captions_dir, 'tokenizer.json') if manifest['tokenizer'] == 'neox' else None
+    swap_groups = word_groups(swap_words, manifest['tokenizer'], neox_file)
     vision = PRESETS[preset]
     if manifest['image_size'] != vision.image_size:
         raise ValueError(f"{captions_dir}: images are {manifest['image_size']} px, "

@@ -18,6 +18,7 @@ spell each run's folder once and two arms never share one.
 main() reads as its steps: the config, the processes, the data, the model and its checks, the schedule,
 the optimizer, the loaders, then train(): evaluate, checkpoint, train_step, log, until the last step.
 """
+import hashlib
 import json
 import math
 import os
@@ -35,8 +36,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import attention as attention_module
 from configurator import configure
-from model import (LM, PROJECTORS, LMConfig, VLM, build_model, checkpoint_activations, estimate_mfu,
-                   load_checkpoint, load_weights, lr_at, vlm_args)
+from model import (LM, PROJECTORS, LMConfig, VLM, build_model, checkpoint_activations, dclm_checkpoint,
+                   estimate_mfu, load_checkpoint, load_weights, lr_at, vlm_args)
 from shards import ImageShards, atomic_write_bytes, load_text_split
 from vision import load_siglip
 
@@ -45,6 +46,7 @@ from vision import load_siglip
 # I/O
 out_dir = 'out/tiny_text'
 init_from = 'scratch'  # 'scratch' | 'resume' (out_dir/ckpt.pt) | a checkpoint (weights, a fresh optimizer)
+# init_from may also name a DCLM-1B folder (config.json, its safetensors index and shards)
 eval_interval = 100  # val losses and ckpt.pt every this many steps
 eval_iters = 10
 log_interval = 10
@@ -472,12 +474,30 @@ def load_data():
 # -----------------------------------------------------------------------------
 # The model of each stage, checked against the data before anything trains
 
-def check_data(manifest, where, tokenizer, vocab_size):
+def check_data(manifest, where, tokenizer, vocab_size, sha256=None):
     if manifest['tokenizer'] != tokenizer:
         fail(f"{where}: tokenizer '{manifest['tokenizer']}' differs from the text data's / checkpoint's "
              f"'{tokenizer}'")
     if manifest['vocab_size'] != vocab_size:
         fail(f"{where}: vocab_size {manifest['vocab_size']} differs from the model's {vocab_size}")
+    if sha256 is not None and manifest.get('tokenizer_sha256') != sha256:
+        fail(f"{where}: tokenizer.json sha256 {str(manifest.get('tokenizer_sha256'))[:12]}... differs from "
+             f"the checkpoint's / text data's {sha256[:12]}... (tokenised with another GPT-NeoX file)")
+
+
+def tokenizer_keys(tokenizer, manifest):
+    """A checkpoint's tokenizer keys: the name; for neox the text data's tokenizer.json and its sha256."""
+    if tokenizer != 'neox':
+        return dict(tokenizer=tokenizer)
+    path = os.path.join(text_data, 'tokenizer.json')
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        fail(f"{path}: cannot read the data's tokenizer file ({e.strerror or e})")
+    if hashlib.sha256(data).hexdigest() != manifest.get('tokenizer_sha256'):
+        fail(f"{path}: its sha256 differs from the manifest's tokenizer_sha256 (re-run prepare_data.py)")
+    return dict(tokenizer=tokenizer, tokenizer_json=data, tokenizer_sha256=manifest['tokenizer_sha256'])
 
 
 def check_images(manifest, where, model):
@@ -491,8 +511,12 @@ def check_images(manifest, where, model):
 
 
 def load_parent():
-    """The checkpoint this stage starts from (a text milestone, a mixed-stage VLM)."""
-    parent = load_checkpoint(init_from, ('model', 'model_args', 'step', 'lineage', 'config'))
+    """The checkpoint this stage starts from (a text milestone, a mixed-stage VLM), or a DCLM-1B folder
+    (model.dclm_checkpoint: the finished text run, its 100 % point)."""
+    if os.path.isdir(init_from):
+        parent = dclm_checkpoint(init_from)
+    else:
+        parent = load_checkpoint(init_from, ('model', 'model_args', 'step', 'lineage', 'config'))
     is_vlm = 'vision' in parent['model_args']
     if stage == 'mixed' and is_vlm:
         fail(f"{init_from} is already a VLM checkpoint; the mixed stage starts from a text (LM) checkpoint")
@@ -559,17 +583,20 @@ def build_stage_model(config, text_manifest, resumed):
 
 
 def check_model_fits_data(model, checkpoint, data):
-    """The tokenizer, vocabulary, image size and positions, block size: one line for any mismatch."""
-    lm = model.lm if isinstance(model, VLM) else model
-    tokenizer = checkpoint['tokenizer'] if checkpoint is not None else data['text_manifest']['tokenizer']
-    check_data(data['text_manifest'], text_data, tokenizer, lm.config.vocab_size)
+    """The tokenizer (and neox's file), vocabulary, image size and positions, block size: one line for any
+    mismatch. Returns the checkpoint's tokenizer keys (tokenizer_keys)."""
+    lm, text = (model.lm if isinstance(model, VLM) else model), data['text_manifest']
+    tokenizer = checkpoint['tokenizer'] if checkpoint is not None else text['tokenizer']
+    sha256 = checkpoint.get('tokenizer_sha256') if checkpoint is not None else None  # none: DCLM-1B's
+    check_data(text, text_data, tokenizer, lm.config.vocab_size, sha256)
     for shards, where in ((data['captions'], caption_data), (data['instruct'], instruct_data)):
         if shards is not None:
-            check_data(shards.manifest, where, tokenizer, lm.config.vocab_size)
+            check_data(shards.manifest, where, tokenizer, lm.config.vocab_size,
+                       sha256 or text.get('tokenizer_sha256'))
             check_images(shards.manifest, where, model)
     if stage != 'text' and lm.config.block_size != block_size:
         fail(f"block_size {block_size} differs from the model's {lm.config.block_size}")
-    return tokenizer
+    return tokenizer_keys(tokenizer, text)
 
 
 def stage_schedule(checkpoint, lineage, data):
@@ -895,7 +922,7 @@ def main():
     except (OSError, ValueError) as e:
         fail(f"model: {e}")
     resumed = None
-    tokenizer = check_model_fits_data(model, checkpoint, data)
+    tok = check_model_fits_data(model, checkpoint, data)  # the tokenizer keys every checkpoint holds
     peak, warmup, max_steps = stage_schedule(checkpoint, lineage, data)
     if isinstance(model, VLM) and model.freeze_vision and procs.device_type == 'cuda':
         model.vision.to(getattr(torch, vision_dtype))
@@ -906,7 +933,7 @@ def main():
     checkpoint = None  # free the memory
     loader, val_sets = make_loaders(raw_model, data)
     train(model, raw_model, optimizer, loader, val_sets, procs, config,
-          dict(model_args=model_args, tokenizer=tokenizer, config=config, step=step, lineage=lineage),
+          dict(model_args=model_args, **tok, config=config, step=step, lineage=lineage),
           peak, warmup, max_steps)
 
 

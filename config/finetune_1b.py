@@ -8,6 +8,8 @@
 #   $R train.py config/finetune_1b.py config/arm_unfrozen.py     # ablation 1: the encoder trains
 #   $R train.py config/finetune_1b.py config/arm_mlp1.py         # ablation 2: a linear projector
 #   $R train.py config/finetune_1b.py --init_from=out/mixed_1b/100_frozen_mlp2/ckpt.pt
+# The 1x chain's runs (config/text_1b_1x.py, config/mixed_1b.py's 1x command) are the same with
+#   --init_from='out/mixed_1b_1x/080_{vision}_{projector}/ckpt.pt' --out_dir='out/finetune_1b_1x/{parent}'
 # init_from: out/mixed_1b/080_{vision}_{projector}/ckpt.pt, filled in by train.py from freeze_vision
 # and projector; out_dir: out/finetune_1b/{parent}, {parent} the folder of init_from (so
 # out/finetune_1b/080_frozen_mlp2, ..., 100_frozen_mlp2: one folder per mixed-stage run).

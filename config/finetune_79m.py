@@ -8,6 +8,8 @@
 #   $R train.py config/finetune_79m.py config/arm_unfrozen.py    # ablation 1: the encoder trains
 #   $R train.py config/finetune_79m.py config/arm_mlp1.py        # ablation 2: a linear projector
 #   $R train.py config/finetune_79m.py --init_from=out/mixed_79m/100_frozen_mlp2/ckpt.pt
+# The 1x chain's runs (config/text_79m_1x.py, config/mixed_79m.py's 1x command) are the same with
+#   --init_from='out/mixed_79m_1x/080_{vision}_{projector}/ckpt.pt' --out_dir='out/finetune_79m_1x/{parent}'
 # init_from: out/mixed_79m/080_{vision}_{projector}/ckpt.pt, filled in by train.py from freeze_vision
 # and projector; out_dir: out/finetune_79m/{parent}, {parent} the folder of init_from (so
 # out/finetune_79m/080_frozen_mlp2, ..., 100_frozen_mlp2: one folder per mixed-stage run).

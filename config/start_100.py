@@ -10,4 +10,4 @@ if stage != 'mixed':
     raise ValueError(f"a start overlay goes after a mixed-stage base; stage is '{stage}'")
 init_from = os.path.join(os.path.dirname(init_from), 'ckpt_100.pt')
 learning_rate = 3e-3
-warmup_iters = round(5000 * max_iters / 53406)  # 5000 at 1B, 283 at 79M
+warmup_iters = round(5000 * max_iters / 53406)  # 5000 at 1B, 286 at 79M

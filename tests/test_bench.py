@@ -25,10 +25,22 @@ def test_step_bench_runs_on_cpu_and_reports_every_model():
     assert len(rows) == 2 and all('unknown peak' in r for r in rows)  # no peak FLOP/s for a CPU
 
 
+def test_eval_bench_times_the_batched_paths_against_one_item_at_a_time():
+    result = bench('eval', '--device=cpu', '--model=vlm_tiny', '--items=4', '--batch_size=4',
+                   '--max_new_tokens=2')
+    assert result.returncode == 0, result.stderr
+    rows = [line.split('|')[1:-1] for line in result.stdout.splitlines()
+            if line.startswith('| VQA generation') or line.startswith('| multiple-choice scoring')]
+    assert len(rows) == 2
+    for _, batched, single, ratio in rows:
+        assert float(batched) > 0 and float(single) > 0
+        assert float(ratio) == pytest.approx(float(batched) / float(single), rel=0.05)  # shown rounded
+
+
 def test_gpu_benches_say_so_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the benches run for real")
-    for command in ('attention', 'step'):
+    for command in ('attention', 'step', 'eval'):
         result = bench(command)
         assert result.returncode == 0 and 'CUDA' in result.stdout + result.stderr
 
@@ -42,8 +54,8 @@ def test_gpu_benches_say_so_without_a_gpu():
     (['step', '--compile=yes'], "--compile: config key 'compile' expects bool"),
     (['cpu', '--threads=-2'], "--threads must be >= 0"),
     (['cpu', '--dtype=bf16'], "--dtype: unknown config key 'dtype'"),
-    (['speed'], "bench.py takes a command (attention, step, cpu); 'speed' is not one"),
-    ([], "bench.py takes a command (attention, step, cpu); give one first"),
+    (['speed'], "bench.py takes a command (attention, step, eval, cpu); 'speed' is not one"),
+    ([], "bench.py takes a command (attention, step, eval, cpu); give one first"),
 ])
 def test_bad_settings_are_one_line(argv, message):
     with pytest.raises(SystemExit) as e:

@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 import eval as ev
 import plots
 import sample
+import tasks
 from model import LM, VLM, LMConfig, lm_config, vlm_args
 from tokenizer import TOKENIZERS, VQA_INSTRUCTION, chat_tokens, encode, get_tokenizer, vqa_prompt
 from vision import SiglipConfig
@@ -43,22 +45,22 @@ def one_thread():
     ('yes\nno', 'yes no'), ('\tRed \n', 'red'), ('  Two  Dogs ', '2 dogs'),  # newlines, tabs, spaces, case
 ])
 def test_normalize_answer_follows_the_official_rules(raw, expected):
-    assert ev.normalize_answer(raw) == expected
+    assert tasks.normalize_answer(raw) == expected
 
 
 @pytest.mark.parametrize('matches, expected', [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.9), (4, 1.0), (7, 1.0),
                                                (10, 1.0)])
 def test_vqa_accuracy_is_the_leave_one_out_average(matches, expected):
     answers = ['cat'] * matches + ['dog'] * (10 - matches)
-    assert ev.vqa_accuracy('cat', answers) == pytest.approx(expected)
+    assert tasks.vqa_accuracy('cat', answers) == pytest.approx(expected)
 
 
 def test_vqa_accuracy_normalizes_prediction_and_answers_every_time():
-    assert ev.vqa_accuracy('Yes', ['yes'] * 10) == 1.0  # the documented deviation from the official script
-    assert ev.vqa_accuracy('Two.', ['2'] * 2 + ['three'] * 8) == pytest.approx(0.6)
-    assert ev.vqa_accuracy('3', ['2'] * 2 + ['three'] * 8) == 1.0
+    assert tasks.vqa_accuracy('Yes', ['yes'] * 10) == 1.0  # the documented deviation from the official script
+    assert tasks.vqa_accuracy('Two.', ['2'] * 2 + ['three'] * 8) == pytest.approx(0.6)
+    assert tasks.vqa_accuracy('3', ['2'] * 2 + ['three'] * 8) == 1.0
     with pytest.raises(ValueError):
-        ev.vqa_accuracy('yes', [])
+        tasks.vqa_accuracy('yes', [])
 
 
 def test_stable_scores_hand_computed():
@@ -78,7 +80,7 @@ def test_acc_and_acc_norm_from_given_loglikelihoods():
              dict(id='b', query='q', choices=['ab', 'cd', 'ef'], gold=0),          # both pick 0
              dict(id='c', query='q', choices=['one', 'two', 'six', 'ten'], gold=3)]  # both pick 2
     lls = [[-2.0, -6.5], [-1.0, -3.0, -5.0], [-9.0, -8.0, -1.0, -4.0]]
-    metrics, predictions = ev.score_mc(items, lls)
+    metrics, predictions = tasks.score_mc(items, lls)
     assert [p['prediction'] for p in predictions] == [0, 0, 2]
     assert [p['prediction_norm'] for p in predictions] == [1, 0, 2]
     assert metrics['acc'] == pytest.approx(1 / 3)
@@ -99,7 +101,7 @@ def test_arc_jsonl_labels_and_prompt(tmp_path):
             arc_record('How many legs has a cat?', ['2', '4', '6', '8', '3'], ['1', '2', '3', '4', '5'], '2',
                        'q2')]
     path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n\n')
-    items, problems = ev.load_mc(str(path))
+    items, problems = tasks.load_mc(str(path))
     assert problems == []
     assert items[0] == dict(id='q1', query='Question: Which is hot?\nAnswer:',
                             choices=['ice', 'fire', 'snow'], gold=1)
@@ -116,14 +118,14 @@ def test_hf_parquet_and_generic_jsonl_give_the_same_items(tmp_path):
                       'choices': [{'text': ['ice', 'fire', 'snow'], 'label': ['A', 'B', 'C']}],
                       'answerKey': ['B']})
     pq.write_table(table, tmp_path / 'arc.parquet')
-    items, problems = ev.load_mc(str(tmp_path / 'arc.parquet'))
+    items, problems = tasks.load_mc(str(tmp_path / 'arc.parquet'))
     assert problems == []
     assert items == [dict(id='q1', query='Question: Which is hot?\nAnswer:', choices=['ice', 'fire', 'snow'],
                           gold=1)]
     generic = tmp_path / 'generic.jsonl'
     generic.write_text(json.dumps({'id': 'q1', 'query': 'Question: Which is hot?\nAnswer:',
                                    'choices': ['ice', 'fire', 'snow'], 'gold': 1}) + '\n')
-    assert ev.load_mc(str(generic))[0] == items
+    assert tasks.load_mc(str(generic))[0] == items
 
 
 def test_bad_multiple_choice_lines_are_named_and_skipped(tmp_path):
@@ -135,7 +137,7 @@ def test_bad_multiple_choice_lines_are_named_and_skipped(tmp_path):
         json.dumps({'query': 'Q4', 'choices': ['a', 'b'], 'gold': 5}),         # line 4: gold out of range
         json.dumps({'query': 'Q5', 'choices': ['a', 'b', 'c', 'd'], 'gold': 0}),
     ]) + '\n')
-    items, problems = ev.load_mc(str(path))
+    items, problems = tasks.load_mc(str(path))
     assert [it['query'] for it in items] == ['Q1', 'Q5']
     assert len(problems) == 3
     assert f"{path}:2: not a valid JSON line" in problems[0]
@@ -227,7 +229,7 @@ def test_vqa_reader_finds_images_and_names_what_it_skips(tmp_path):
             (3, 3, 'q three', ['2'] * 10, 'number', None)]  # image in the COCO name below
     write_vqa_set(tmp_path, rows, extra_questions=[(4, 1)])  # question 4 has no annotation
     Image.fromarray(solid('red', rng)).save(tmp_path / 'images' / 'COCO_val2014_000000000003.jpg')
-    items, problems = ev.load_vqa(str(tmp_path / 'questions.json'), str(tmp_path / 'annotations.json'),
+    items, problems = tasks.load_vqa(str(tmp_path / 'questions.json'), str(tmp_path / 'annotations.json'),
                                   str(tmp_path / 'images'))
     assert [it['question_id'] for it in items] == [1, 3]
     assert items[1]['image'].endswith('COCO_val2014_000000000003.jpg') and items[1]['answer_type'] == 'number'
@@ -239,7 +241,7 @@ def test_vqa_reader_finds_images_and_names_what_it_skips(tmp_path):
 def test_limit_draws_a_fixed_seeded_subset(tmp_path):
     rows = [(i, i, f'q{i}', ['red'] * 10, 'other', None) for i in range(1, 21)]
     write_vqa_set(tmp_path, rows)
-    load = lambda limit, seed: [it['question_id'] for it in ev.load_vqa(
+    load = lambda limit, seed: [it['question_id'] for it in tasks.load_vqa(
         str(tmp_path / 'questions.json'), str(tmp_path / 'annotations.json'), None, limit, seed)[0]]
     first = load(5, 0)
     assert len(first) == 5 and first == sorted(first) and first == load(5, 0)
@@ -501,7 +503,7 @@ def test_load_results_reads_a_run_folder_or_a_results_file(tmp_path):
     (['--ckpt=a.pt', '--plot=x.png'], "--plot goes with --compare"),
     (['--ckpt=a.pt', '--limit=-1'], "--limit must be >= 0"),
     (['--ckpt=a.pt', '--batch_size=0'], "--batch_size must be >= 1"),
-    (['--ckpt=a.pt', '--max_new_tokens=0'], "--max_new_tokens must be >= 1"),
+    (['--ckpt=a.pt', '--max_new_tokens=-1'], "--max_new_tokens must be >= 0 (0 = each task's own)"),
     (['--ckpt=a.pt', '--dtype=float8'], "--dtype must be one of float32, bfloat16, float16, got 'float8'"),
     (['--ckpt=a.pt', '--limit=some'], "--limit: config key 'limit' expects int"),
     (['--ckpt', 'a.pt'], "malformed argument '--ckpt'"),
@@ -524,3 +526,256 @@ def test_help_shows_the_tasks_and_every_key(capsys):
             main(['--help'])
         out = capsys.readouterr().out
         assert e.value.code in (0, None) and all(w in out for w in words)
+
+
+# -----------------------------------------------------------------------------
+# the vision suite from one data root, the text suite through the bridge, the Stable Scores' records
+
+def suite_root(root):
+    """A data root with VQAv2, VizWiz, POPE random, RefCOCO and OCID-Ref in their released layouts; GQA,
+    TextVQA, RefCOCO+, RefCOCOg and two POPE splits are missing."""
+    rng = np.random.default_rng(2)
+    os.makedirs(root / 'vqav2' / 'val2014')
+    questions, annotations, vizwiz, pope = [], [], [], []
+    os.makedirs(root / 'vizwiz' / 'val')
+    for i, color in enumerate(list(COLORS) * 2):
+        name = f'COCO_val2014_{i:012d}.jpg'
+        Image.fromarray(solid(color, rng)).save(root / 'vqav2' / 'val2014' / name)
+        questions.append(dict(question_id=i, image_id=i, question=QUESTION))
+        annotations.append(dict(question_id=i, answer_type='other', answers=[dict(answer=color)] * 10))
+        Image.fromarray(solid(color, rng)).save(root / 'vizwiz' / 'val' / f'VizWiz_val_{i:08d}.jpg')
+        vizwiz.append(dict(image=f'VizWiz_val_{i:08d}.jpg', question=QUESTION,
+                           answers=[dict(answer=color, answer_confidence='yes')] * 10, answer_type='other'))
+        pope.append(dict(question_id=i, image=name, text=f'Is there a {color} thing?',
+                         label='yes' if i % 2 else 'no'))
+    vqa = root / 'vqav2'
+    (vqa / 'v2_OpenEnded_mscoco_val2014_questions.json').write_text(json.dumps(dict(questions=questions)))
+    (vqa / 'v2_mscoco_val2014_annotations.json').write_text(json.dumps(dict(annotations=annotations)))
+    (root / 'vizwiz' / 'val.json').write_text(json.dumps(vizwiz))
+    os.makedirs(root / 'pope')
+    (root / 'pope' / 'coco_pope_random.json').write_text('\n'.join(json.dumps(p) for p in pope))
+    os.makedirs(root / 'refcoco' / 'refcoco')
+    os.makedirs(root / 'refcoco' / 'train2014')
+    Image.fromarray(solid('red', rng)).save(root / 'refcoco/train2014/COCO_train2014_000000000001.jpg')
+    refs = [dict(ref_id=0, ann_id=5, image_id=1, split='val',
+                 sentences=[dict(sent_id=0, sent='the red one')])]
+    (root / 'refcoco' / 'refcoco' / 'refs.json').write_text(json.dumps(refs))  # a JSON export of refs(unc).p
+    (root / 'refcoco' / 'refcoco' / 'instances.json').write_text(json.dumps(dict(
+        images=[dict(id=1, width=12, height=12)], annotations=[dict(id=5, image_id=1, bbox=[0, 0, 6, 6])])))
+    os.makedirs(root / 'ocidref' / 'OCID-dataset')
+    Image.fromarray(solid('blue', rng)).save(root / 'ocidref' / 'OCID-dataset' / 'scene.png')
+    (root / 'ocidref' / 'val_expressions.json').write_text(json.dumps(
+        {'7': dict(scene_path='scene.png', sentence='the blue one', bbox='[0, 0, 320, 240]', take_id=1)}))
+    return root
+
+
+def test_vision_suite_runs_what_the_data_root_holds_and_names_the_rest(checkpoints, tmp_path, capsys):
+    root, _, _ = checkpoints
+    data = suite_root(tmp_path / 'eval')
+    out = tmp_path / 'suite.json'
+    results = ev.main([f"--ckpt={root / 'trained_s0' / 'ckpt.pt'}", '--tasks=vision_suite',
+                       f'--data_root={data}', '--batch_size=4', '--max_new_tokens=8', f'--out={out}'])
+    err = capsys.readouterr().err
+    ran = ['vqav2', 'vizwiz', 'pope_random', 'refcoco', 'ocidref']
+    assert list(results['tasks']) == ran
+    assert set(results['missing']) == {'gqa', 'textvqa', 'textvqa_ocr', 'pope_adversarial', 'pope_popular',
+                                       'refcoco+', 'refcocog'}
+    assert '[gqa] not run: not found:' in err and 'testdev_balanced_questions.json' in err
+    t = results['tasks']
+    assert t['vqav2']['acc'] > 0.85 and t['vqav2']['max_new_tokens'] == 8
+    # VizWiz's longer prompt does not fit the tiny model's 128 positions: every item named and counted
+    assert t['vizwiz']['n'] == 0 and t['vizwiz']['skipped'] == 8
+    assert 'does not fit block_size 128' in t['vizwiz']['skipped_examples'][0]
+    pope = t['pope_random']
+    assert pope['n'] == 8 and 0 <= pope['auc_roc'] <= 1 and 0 <= pope['auc_pr'] <= 1
+    assert t['refcoco']['iou_threshold'] == 0.5 and t['ocidref']['iou_threshold'] == 0.25
+    assert t['refcoco']['prompt'].startswith('Please provide the bounding box coordinate')
+    vision = results['stable_scores']['vision']
+    assert list(vision['members']) == ['vqav2', 'refcoco', 'ocidref']
+    assert vision['missing'] == ['gqa', 'vizwiz', 'textvqa', 'textvqa_ocr', 'refcocog']
+    assert list(vision['beside']) == ['pope_random']
+    expected = (t['vqav2']['acc'] + t['refcoco']['acc'] + t['ocidref']['acc']) / 3
+    assert results['vision_stable_score'] == pytest.approx(expected)
+    assert json.loads(out.read_text()) == results
+    p_yes = json.loads((tmp_path / 'predictions_pope_random_suite.json').read_text())
+    assert len(p_yes) == 8 and all(0 < p['p_yes'] < 1 for p in p_yes)
+
+
+def test_an_empty_data_root_and_a_missing_bridge_are_one_line_errors(tmp_path):
+    with pytest.raises(SystemExit, match=r"vision_suite: none of its datasets is under --data_root=.*"):
+        ev.main([f"--ckpt={tmp_path / 'ckpt.pt'}", '--tasks=vision_suite',
+                 f"--data_root={tmp_path / 'nothing'}"])
+    if not os.path.exists(os.path.join(os.path.dirname(ev.__file__), 'lm_eval_bridge.py')):
+        with pytest.raises(SystemExit, match="lm_eval_bridge.py, which is not there"):
+            ev.main([f"--ckpt={tmp_path / 'ckpt.pt'}", '--tasks=text_suite'])
+    specs = ev.task_specs(dict(ev.DEFAULTS, tasks='gqa', data_root=str(tmp_path)))
+    assert 'missing' not in specs[0]  # named on its own: its reader names the missing file
+    with pytest.raises(ev.EvalError, match=r"GQA questions file not found: .*testdev_balanced_questions"):
+        ev.load_tasks(specs, 0, 0)
+
+
+def test_pope_probabilities_batched_equal_one_at_a_time_and_a_plain_forward(tmp_path):
+    model = tiny_vlm(seed=4).eval()
+    enc = get_tokenizer('bytes')
+    rng = np.random.default_rng(0)
+    items = []
+    for i, text in enumerate(['Is there a cat?', 'Is there a very large red object on the left?', 'A dog?']):
+        Image.fromarray(solid(list(COLORS)[i], rng)).save(tmp_path / f'{i}.png')
+        items.append(dict(question_id=i, image=str(tmp_path / f'{i}.png'),
+                          prompt=f"{text}\n{VQA_INSTRUCTION}"))
+    batched = ev.yes_probabilities(model, enc, items, 3, [])
+    alone = ev.yes_probabilities(model, enc, items, 1, [])
+    from vision import preprocess
+    for it in items:
+        prompt = chat_tokens(enc, [('user', it['prompt'])], n_image=model.num_patches)[0]
+        image = torch.from_numpy(preprocess(it['image'], 12))[None]
+        # bytes: " Yes" and " No" share their first token, " "; they differ at "Y" and "N"
+        assert encode(enc, ' Yes')[:2] == [ord(' '), ord('Y')] and encode(enc, ' No')[1] == ord('N')
+        logits, _ = model(torch.tensor([prompt + [ord(' ')]]), images=image,
+                          has_image=torch.ones(1, dtype=torch.bool))
+        p = F.softmax(logits[0, -1].float(), -1)
+        yes, no = p[ord('Y')].item(), p[ord('N')].item()
+        assert alone[it['question_id']] == pytest.approx(yes / (yes + no), rel=1e-4)
+        assert batched[it['question_id']] == pytest.approx(alone[it['question_id']], rel=1e-4)
+
+
+def entry(kind, group, acc, chance=0.0):
+    return dict(kind=kind, group=group, acc=acc, chance=chance)
+
+
+def test_stable_scores_record_members_baselines_and_missing():
+    tasks_ = {'vqav2': entry('vqa', 'vision', 0.7), 'textvqa': entry('vqa', 'vision', 0.4),
+              'textvqa_ocr': entry('vqa', 'vision', 0.6), 'refcoco': entry('box', 'vision', 0.3),
+              'refcocog': entry('box', 'vision', 0.5), 'refcoco+': entry('box', 'vision', 0.9),
+              'pope_random': entry('pope', 'vision', 0.8, 0.5),
+              'lm_eval:hellaswag': entry('lm_eval', 'text', 0.40, 0.25),
+              'lm_eval:boolq': entry('lm_eval', 'text', 0.81, 0.62),
+              'arc_easy': entry('mc', 'text', 0.3, 0.25)}
+    vision, text = ev.vision_stable(tasks_), ev.text_stable(tasks_)
+    # families: VQAv2 0.7, TextVQA (0.4 + 0.6) / 2, RefCOCO (0.3 + 0.5) / 2; GQA, VizWiz, OCID-Ref missing
+    assert vision['score'] == pytest.approx((0.7 + 0.5 + 0.4) / 3)
+    assert vision['families']['TextVQA'] == dict(members=['textvqa', 'textvqa_ocr'], score=pytest.approx(0.5))
+    assert vision['missing'] == ['gqa', 'vizwiz', 'ocidref']
+    assert set(vision['beside']) == {'refcoco+', 'pope_random'}
+    assert vision['members']['vqav2'] == dict(raw=0.7, baseline=0.0, centred=0.7)
+    # DCLM's baselines: hellaswag (0.40 - 0.25) / 0.75 = 0.2, boolq (0.81 - 0.62) / 0.38 = 0.5
+    assert text['score'] == pytest.approx((0.2 + 0.5) / 2)
+    assert text['members']['lm_eval:boolq']['baseline'] == 0.62
+    assert list(text['beside']) == ['arc_easy']  # the built-in 0-shot set, beside the suite
+    assert text['members']['lm_eval:boolq']['centred'] == pytest.approx(0.5)
+    assert text['missing'] == ['lm_eval:arc_easy', 'lm_eval:arc_challenge', 'lm_eval:copa',
+                               'lm_eval:winogrande']
+    # the shapes world: the tasks given, as before
+    shapes = {'shapes_vqa': entry('vqa', 'vision', 0.6), 'shapes_mc': entry('mc', 'text', 0.5, 1 / 3)}
+    results = ev.with_stable_scores(dict(tasks=shapes))
+    assert results['vision_stable_score'] == ev.stable_score([(0.6, 0.0)])
+    assert results['text_stable_score'] == ev.stable_score([(0.5, 1 / 3)])
+    assert list(results['stable_scores']['vision']['members']) == ['shapes_vqa']
+    assert results['stable_scores']['text']['missing'] == []
+
+
+def test_text_suite_goes_through_the_bridge_at_dclm_shots(checkpoints, monkeypatch):
+    import types
+    calls = []
+
+    def evaluate_lm_eval(model, enc, names, limit, seed, batch_size, device, shots=None, task_dir=None):
+        calls.append((names, limit, seed, shots))
+        return {n: dict(acc=0.5, acc_norm=0.55, n=2, choices=[4, 4], chance=0.25, num_fewshot=shots[n],
+                        items=[dict(doc_id=0, target=1, loglikelihoods=[-1.0, -2.0])])
+                for n in names if n != 'copa'}
+    bridge = types.SimpleNamespace(evaluate_lm_eval=evaluate_lm_eval,
+                                   BridgeError=type('BridgeError', (ValueError,), {}))
+    monkeypatch.setitem(sys.modules, 'lm_eval_bridge', bridge)
+    root, _, _ = checkpoints
+    specs = ev.task_specs(dict(ev.DEFAULTS, tasks='text_suite'))
+    results, predictions = ev.evaluate(str(root / 'trained_s0' / 'ckpt.pt'), specs, limit=5, seed=1)
+    assert calls == [(list(ev.TEXT_SUITE), 5, 1, ev.TEXT_SUITE)]
+    assert predictions['lm_eval:boolq'] == [dict(doc_id=0, target=1, loglikelihoods=[-1.0, -2.0])]
+    t = results['tasks']
+    assert t['lm_eval:hellaswag']['chance'] == 0.25 and t['lm_eval:boolq']['chance'] == 0.62
+    assert t['lm_eval:arc_easy']['shots'] == 10 and t['lm_eval:copa']['not_run']
+    centred = [(0.5 - b) / (1 - b) for b in (0.25, 0.25, 0.25, 0.5, 0.62)]
+    assert results['text_stable_score'] == pytest.approx(sum(centred) / 5)
+    assert results['stable_scores']['text']['missing'] == ['lm_eval:copa']
+
+
+def test_compare_says_when_scores_average_different_tasks(tmp_path, capsys):
+    three_runs(tmp_path)
+    for name, members in (('frozen_s0', ['vqav2']), ('frozen_s1', ['vqav2', 'gqa'])):
+        results = json.loads((tmp_path / name / 'results.json').read_text())
+        results['stable_scores'] = dict(vision=dict(members={m: {} for m in members}),
+                                        text=dict(members={'arc_easy': {}}))
+        (tmp_path / name / 'results.json').write_text(json.dumps(results))
+    ev.main([f"--compare={tmp_path / 'frozen_s0'},{tmp_path / 'frozen_s1'}"])
+    out = capsys.readouterr().out
+    assert 'note: the vision Stable Scores average different tasks' in out and 'vqav2, gqa' in out
+    assert 'the text Stable Scores' not in out
+
+
+def test_torchrun_slices_every_task_and_gathers_the_same_results(checkpoints, tmp_path):
+    import subprocess
+    root, data, _ = checkpoints
+    tasks_ = f"--tasks=colors={data / 'vqa'},facts={data / 'mc.jsonl'}"
+    common = [f"--ckpt={root / 'trained_s0' / 'ckpt.pt'}", tasks_, '--batch_size=4', '--max_new_tokens=8',
+              '--device=cpu']
+    os.makedirs(tmp_path / 'one')
+    os.makedirs(tmp_path / 'two')
+    alone = ev.main(common + [f"--out={tmp_path / 'one' / 'results.json'}"])
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    run = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                          'eval.py'] + common + [f"--out={tmp_path / 'two' / 'results.json'}"],
+                         cwd=os.path.dirname(os.path.abspath(ev.__file__)), env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    two = json.loads((tmp_path / 'two' / 'results.json').read_text())
+    for name in ('colors', 'facts'):
+        for key in ('acc', 'n', 'skipped', 'chance'):
+            assert two['tasks'][name][key] == alone['tasks'][name][key], (name, key)
+        assert (json.loads((tmp_path / 'two' / f'predictions_{name}.json').read_text())
+                == json.loads((tmp_path / 'one' / f'predictions_{name}.json').read_text()))
+
+
+LM_EVAL_TASK = """task: arc_local
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {path}
+  cache_dir: {cache}
+output_type: multiple_choice
+test_split: test
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
+doc_to_choice: "{{{{choices.text}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+  - metric: acc_norm
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+def test_lm_eval_task_through_eval_equals_the_builtin_set(checkpoints, tmp_path):
+    pytest.importorskip('lm_eval')
+    root, _, _ = checkpoints
+    questions = [('Colour of snow?', ['white', 'black', 'green'], 'A'),
+                 ('Two plus two?', ['four', 'five'], 'A'), ('The sky is?', ['red', 'blue', 'grey'], 'B')]
+    rows = [dict(id=f'q{i}', question=q, choices=dict(text=texts, label=list('ABC')[:len(texts)]),
+                 answerKey=k) for i, (q, texts, k) in enumerate(questions)]
+    path = tmp_path / 'arc_local.jsonl'
+    path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
+    (tmp_path / 'tasks').mkdir()
+    config = LM_EVAL_TASK.format(path=path, cache=tmp_path / 'cache')
+    (tmp_path / 'tasks' / 'arc_local.yaml').write_text(config)
+    ckpt = root / 'trained_s0' / 'ckpt.pt'
+    results = ev.main([f'--ckpt={ckpt}', f'--tasks=lm_eval:arc_local,builtin={path}',
+                       f"--lm_eval_tasks={tmp_path / 'tasks'}", f"--out={tmp_path / 'results.json'}"])
+    bridged, builtin = results['tasks']['lm_eval:arc_local'], results['tasks']['builtin']
+    assert bridged['n'] == builtin['n'] == 3
+    assert bridged['acc'] == builtin['acc'] and bridged['acc_norm'] == builtin['acc_norm']
+    assert bridged['chance'] == pytest.approx((1 / 3 + 1 / 2 + 1 / 3) / 3)  # not a DCLM task: 1 / #choices
+    assert list(results['stable_scores']['text']['members']) == ['lm_eval:arc_local']
+    assert list(results['stable_scores']['text']['beside']) == ['builtin']
+    with pytest.raises(SystemExit, match='no_such_task'):
+        ev.main([f'--ckpt={ckpt}', '--tasks=lm_eval:no_such_task', f"--out={tmp_path / 'other.json'}"])
