@@ -1,7 +1,8 @@
 """
 Speed benchmarks, one command each, settings as --key=value (configurator.py; --help lists them).
 
-    python bench.py attention   the Triton attention kernel against PyTorch SDPA (flash, cuDNN), on a GPU
+    python bench.py attention   the Triton attention kernel against PyTorch SDPA (flash, cuDNN) and, on
+                                packed rows, FlexAttention and variable-length attention, on a GPU
     python bench.py step        one training step of the text 1B and the frozen / unfrozen 1B VLM, on a GPU
     python bench.py eval        evaluation items/s: batched VQA generation and multiple-choice scoring
                                 against the same items one at a time (eval.py's paths)
@@ -63,7 +64,50 @@ ATTENTION_SHAPES = [
     ('LM 1B: B8 H16 T2048 D128 causal', 8, 16, 2048, 128, True, 0),
     ('SigLIP so400m: B32 H16 T729 D72', 32, 16, 729, 72, False, 0),
     ('packed: B8 H16 T2048 D128 causal, 8 docs/row', 8, 16, 2048, 128, True, 8),
+    ('packed SigLIP: B32 H16 T729 D72 full, 8 docs/row', 32, 16, 729, 72, False, 8),
 ]
+_BLOCK_MASKS = {}  # FlexAttention's document masks, made once per shape outside the timed calls
+_FLEX_COMPILED = []
+
+
+def flex_document_attention(q, k, v, causal, doc_ids, compiled=True):
+    """PyTorch's FlexAttention with a document block mask (blocks of other documents skipped), compiled
+    as its documentation advises: the library a user would pick for packed rows. (B, H, T, D) in and out."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    B, _, T, _ = q.shape
+    key = (causal, B, T, int(doc_ids.sum()), str(q.device))
+    if key not in _BLOCK_MASKS:
+        def same_document(b, h, q_idx, kv_idx):
+            keep = doc_ids[b, q_idx] == doc_ids[b, kv_idx]
+            return keep & (q_idx >= kv_idx) if causal else keep
+        _BLOCK_MASKS[key] = create_block_mask(same_document, B, None, T, T, device=q.device)
+    if compiled and not _FLEX_COMPILED:
+        _FLEX_COMPILED.append(torch.compile(flex_attention, dynamic=False))
+    return (_FLEX_COMPILED[0] if compiled else flex_attention)(q, k, v, block_mask=_BLOCK_MASKS[key])
+
+
+def varlen_document_attention(q, k, v, causal, doc_ids):
+    """PyTorch's variable-length attention (FlashAttention over cumulative document offsets), where this
+    PyTorch has it: each document of each row is its own sequence. (B, H, T, D) in and out."""
+    from torch.nn.attention.varlen import varlen_attn
+    B, H, T, D = q.shape
+    lengths = torch.cat([torch.unique_consecutive(row, return_counts=True)[1] for row in doc_ids])
+    cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    flat = lambda x: x.transpose(1, 2).reshape(B * T, H, D)  # (B*T, H, D): documents back to back
+    try:
+        out = varlen_attn(flat(q), flat(k), flat(v), cu, cu, int(lengths.max()), int(lengths.max()),
+                          window_size=(-1, 0) if causal else (-1, -1))
+    except TypeError as e:  # another PyTorch's signature
+        raise RuntimeError(f"varlen_attn: {e}") from e
+    return out.view(B, T, H, D).transpose(1, 2)
+
+
+def has_varlen():
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+        return True
+    except ImportError:
+        return False
 
 
 def attention_flops(B, H, T, D, causal):
@@ -103,9 +147,10 @@ def attention_candidates(docs):
     flash, cudnn = sdpa_backend('FLASH_ATTENTION'), sdpa_backend('CUDNN_ATTENTION')
     if docs:
         no_docs = lambda q, k, v, causal, doc_ids: attention.triton_attention(q, k, v, causal=causal)
-        return [('triton, doc_ids', triton), ('triton, no doc_ids', no_docs),
-                ('sdpa, boolean doc mask', sdpa), ('sdpa flash, no doc_ids', flash),
-                ('sdpa cuDNN, no doc_ids', cudnn)]
+        return [('triton, doc_ids', triton), ('flex, document block mask, compiled', flex_document_attention),
+                ('varlen (cumulative offsets)', varlen_document_attention if has_varlen() else None),
+                ('sdpa, boolean doc mask', sdpa), ('triton, no doc_ids', no_docs),
+                ('sdpa flash, no doc_ids', flash), ('sdpa cuDNN, no doc_ids', cudnn)]
     return [('triton', triton), ('sdpa (its own choice)', sdpa), ('sdpa flash', flash), ('sdpa cuDNN', cudnn)]
 
 

@@ -71,3 +71,23 @@ def test_bare_flags_and_lists_parse():
         commands, ['step', '--compile', '--activation_checkpointing', '--models=text_tiny,vlm_tiny'])
     assert command == 'step' and settings['compile'] is True and settings['activation_checkpointing'] is True
     assert bench_module.check_settings(command, settings) is None
+
+
+@pytest.mark.parametrize('causal, D, T, docs', [(True, 128, 128, 4), (False, 72, 96, 3)])
+def test_flex_and_varlen_candidates_match_the_reference_on_packed_rows(causal, D, T, docs):
+    """The FlexAttention candidate of bench.py attention (eager on a CPU, which has no FlexAttention
+    backward; compiled, and with gradients, on a GPU) against attention.reference_attention."""
+    import attention
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, T, D) for _ in range(3))
+    doc_ids = bench_module.packed_doc_ids(2, T, docs, 'cpu')
+    want = attention.reference_attention(q, k, v, causal=causal, doc_ids=doc_ids)
+    got = bench_module.flex_document_attention(q, k, v, causal, doc_ids, compiled=False)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    if torch.cuda.is_available():
+        cuda = [x.cuda().half() for x in (q, k, v)]
+        flex = bench_module.flex_document_attention(*cuda, causal, doc_ids.cuda())
+        torch.testing.assert_close(flex.float().cpu(), want, atol=2e-2, rtol=2e-2)
+        if bench_module.has_varlen():
+            out = bench_module.varlen_document_attention(*cuda, causal, doc_ids.cuda())
+            torch.testing.assert_close(out.float().cpu(), want, atol=2e-2, rtol=2e-2)
