@@ -13,25 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from prepare_data import prepare_text
 from shards import read_manifest, read_token_shard, write_token_shard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NANO = ['--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32', '--batch_size=4', '--eval_iters=2',
         '--warmup_iters=2', '--learning_rate=1e-2', '--min_lr=1e-3', '--log_interval=1']
-
-
-@pytest.fixture(scope='module')
-def text_data(tmp_path_factory):
-    raw = tmp_path_factory.mktemp('raw')
-    words = 'the cat sat on a mat while red birds sang songs about rivers and hills'.split()
-    with open(raw / 'corpus.jsonl', 'w') as f:
-        for i in range(400):
-            doc = ' '.join(words[(i * 7 + j * 3) % len(words)] for j in range(20 + i % 13))
-            f.write(json.dumps({'text': doc}) + '\n')
-    out = str(tmp_path_factory.mktemp('data') / 'text')
-    prepare_text([str(raw)], out, tokenizer='bytes', val_fraction=0.1, workers=1)
-    return out
 
 
 def run_train(args, check=True, **kw):
