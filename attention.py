@@ -6,8 +6,11 @@ The one attention entry point used by the decoder (model.py) and the encoder (vi
 Backends, chosen by the module-level BACKEND (train.py sets it from the config key `attention`):
   'sdpa'   torch.nn.functional.scaled_dot_product_attention (flash / cuDNN / math, PyTorch picks)
   'triton' the fused Triton kernel (forward + backward, FlashAttention-2 style); Triton is imported
-           only when it is used, so the CPU paths run where Triton has no wheels (macOS, Windows);
+           only when it is chosen or called, so the CPU paths run where Triton has no wheels (macOS, Windows);
            without a GPU its kernels run in Triton's interpreter on CPU tensors (slow: for tests)
+  'flex'   torch.nn.attention.flex_attention with a block mask made from causal and doc_ids (the library
+           a user would pick for packed documents; bench.py compares it with ours); fused kernels on a
+           GPU, PyTorch's unfused implementation on a CPU
 
 Semantics shared by every backend and by `reference_attention`:
   - causal with fewer queries than keys (decoding with a KV cache) is aligned bottom-right:
@@ -26,13 +29,17 @@ import torch
 import torch.nn.functional as F
 
 BACKEND = 'sdpa'
-BACKENDS = ('sdpa', 'triton')
+BACKENDS = ('sdpa', 'triton', 'flex')
 
 
 def set_backend(name):
     global BACKEND
     if name not in BACKENDS:
         raise ValueError(f"attention backend must be one of {BACKENDS}, got {name!r}")
+    if name == 'triton':
+        # import Triton now, not at the first call: in a compiled model that call is traced, and the import
+        # there breaks the graph in every frame up the stack (10 breaks in the tiny VLM's forward, not 0)
+        _load_triton()
     BACKEND = name
 
 
@@ -71,13 +78,104 @@ def sdpa_attention(q, k, v, causal=True, doc_ids=None):
 def attention(q, k, v, causal=True, doc_ids=None):
     if doc_ids is not None and doc_ids.shape != (k.size(0), k.size(2)):
         raise ValueError(f"doc_ids must be (B, Tk) = {(k.size(0), k.size(2))}, got {tuple(doc_ids.shape)}")
-    if BACKEND == 'triton':
+    if BACKEND in ('triton', 'flex'):
         if torch.is_autocast_enabled(q.device.type):
-            # SDPA casts under autocast; our kernel wants one dtype (qk-norm leaves q, k in fp32, v in bf16)
+            # SDPA casts under autocast; these kernels want one dtype (qk-norm leaves q, k in fp32, v in bf16)
             dtype = torch.get_autocast_dtype(q.device.type)
             q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        return triton_attention(q, k, v, causal=causal, doc_ids=doc_ids)
+        backend = triton_attention if BACKEND == 'triton' else flex_attention
+        return backend(q, k, v, causal=causal, doc_ids=doc_ids)
     return sdpa_attention(q, k, v, causal=causal, doc_ids=doc_ids)
+
+
+# -----------------------------------------------------------------------------
+# The FlexAttention backend: torch.nn.attention.flex_attention with a block mask (blocks of 128 x 128
+# that nobody may see are skipped, the others masked elementwise by the same rule as attention_mask).
+#
+# Where it runs how, in PyTorch 2.13:
+#   - CUDA, eager model: through torch.compile(flex_attention), as its documentation advises (called
+#     uncompiled it materialises the whole score matrix);
+#   - CUDA or CPU inside a compiled model: the plain function, which the model's compile traces and fuses;
+#   - CPU, eager: PyTorch has no FlexAttention backward on a CPU. Its public function refuses inputs that
+#     require grad and the compiled CPU backward fails in Inductor, so with gradients the backend calls the
+#     operator that the public function calls after its checks (FlexAttention's own unfused
+#     implementation, whose autograd is device-independent): the model trains on a CPU with flex and the
+#     tests compare its gradients with the reference. A compiled model that trains with flex on a CPU
+#     runs it so too, outside its graphs (a graph break at every call).
+#
+# The block mask costs a pass over B x Tq x Tk. The decoder calls attention once per layer with the same
+# doc_ids tensor, so the last mask is kept and reused when called again with that very tensor object,
+# unchanged (the same _version: every in-place write through PyTorch bumps it, views share it). Writes that
+# bypass PyTorch (into a NumPy array sharing the memory, through .data) are not seen: make a new tensor.
+# Inside a compiled model the mask is made in the graph at every call (no Python state to guard on).
+
+_FLEX_LAST = [None]  # [(key, doc_ids, doc_ids._version, block mask)]: the last block mask made eagerly
+_FLEX_COMPILED = []  # [torch.compile(flex_attention)], made on first use on CUDA
+
+
+def flex_block_mask(Tq, Tk, causal, doc_ids, device):
+    """FlexAttention's BlockMask for attention_mask's rule (causal aligned bottom-right, doc_ids (B, Tk)
+    with the queries taking the last Tq ids), or None when every query sees every key."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    if not causal and doc_ids is None:
+        return None
+    off = Tk - Tq
+
+    def may_attend(b, h, q_idx, kv_idx):  # scalar indices (vmapped by create_block_mask)
+        if doc_ids is None:
+            return q_idx + off >= kv_idx
+        same_doc = doc_ids[b, q_idx + off] == doc_ids[b, kv_idx]
+        return same_doc & (q_idx + off >= kv_idx) if causal else same_doc
+
+    B = None if doc_ids is None else doc_ids.size(0)  # None: one mask broadcast over the batch
+    return create_block_mask(may_attend, B, None, Tq, Tk, device=device)
+
+
+def _cached_block_mask(Tq, Tk, causal, doc_ids, device):
+    key = (Tq, Tk, bool(causal), str(device))
+    last = _FLEX_LAST[0]
+    if (last is not None and last[0] == key and last[1] is doc_ids
+            and (doc_ids is None or last[2] == doc_ids._version)):
+        return last[3]
+    mask = flex_block_mask(Tq, Tk, causal, doc_ids, device)
+    # holding doc_ids keeps its object alive, so no other tensor can later have its identity
+    _FLEX_LAST[0] = (key, doc_ids, None if doc_ids is None else doc_ids._version, mask)
+    return mask
+
+
+def flex_attention(q, k, v, causal=True, doc_ids=None):
+    """FlexAttention with a document block mask: q (B, H, Tq, D), k, v (B, H, Tk, D) -> (B, H, Tq, D)."""
+    import torch.nn.attention.flex_attention as flex
+    Tq, Tk = q.size(-2), k.size(-2)
+    needs_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+    if torch.compiler.is_compiling():
+        if q.device.type == 'cpu' and needs_grad:  # no compiled backward here: run this call eagerly
+            return torch.compiler.disable(flex_attention)(q, k, v, causal, doc_ids)  # (a graph break)
+        return flex.flex_attention(q, k, v, block_mask=flex_block_mask(Tq, Tk, causal, doc_ids, q.device))
+    block_mask = None  # full attention without documents (the encoder): no mask, nothing to cache
+    if causal or doc_ids is not None:
+        if doc_ids is not None:
+            doc_ids = doc_ids.to(q.device)  # a no-op (the same object, so the cache holds) when already there
+        block_mask = _cached_block_mask(Tq, Tk, causal, doc_ids, q.device)
+    if q.device.type == 'cuda':
+        if not _FLEX_COMPILED:
+            _FLEX_COMPILED.append(torch.compile(flex.flex_attention, dynamic=False))
+        return _FLEX_COMPILED[0](q, k, v, block_mask=block_mask)
+    if not needs_grad:
+        return flex.flex_attention(q, k, v, block_mask=block_mask)
+    return _flex_unfused_with_grad(q, k, v, block_mask)
+
+
+def _flex_unfused_with_grad(q, k, v, block_mask):
+    """What flex.flex_attention runs after its checks, minus the check that refuses gradients on a CPU."""
+    import torch.nn.attention.flex_attention as flex
+    from torch._higher_order_ops.flex_attention import flex_attention as flex_operator
+    if block_mask is None:
+        block_mask = flex._create_empty_block_mask(q, k)
+    options = flex._apply_kernel_options(q, k, v, False, None)
+    out, _, _ = flex_operator(q, k, v, flex._identity, block_mask.as_tuple(), 1.0 / math.sqrt(q.size(-1)),
+                              options)  # (B, H, Tq, D), its log-sum-exp and max scores
+    return out
 
 
 # -----------------------------------------------------------------------------

@@ -3,7 +3,8 @@ Speed benchmarks, one command each, settings as --key=value (configurator.py; --
 
     python bench.py attention   the Triton attention kernel against PyTorch SDPA (flash, cuDNN) and, on
                                 packed rows, FlexAttention and variable-length attention, on a GPU
-    python bench.py step        one training step of the text 1B and the frozen / unfrozen 1B VLM, on a GPU
+    python bench.py step        one training step of the text 1B and the frozen / unfrozen 1B VLM, on a GPU,
+                                on dense rows or (--packed) on the mixed stage's packed rows with doc_ids
     python bench.py eval        evaluation items/s: batched VQA generation and multiple-choice scoring
                                 against the same items one at a time (eval.py's paths)
     python bench.py cpu         ours vs HF transformers (decoder, SigLIP tower), shards vs JPEG, on a CPU
@@ -11,6 +12,8 @@ Speed benchmarks, one command each, settings as --key=value (configurator.py; --
     python bench.py attention --dtype=fp16 --iters=10
     python bench.py step --models=text_1b,vlm_frozen_1b --batch_size=8 --compile --attention=triton
     python bench.py step --device=cpu --models=text_tiny,vlm_tiny --batch_size=1    # a smoke run
+    python bench.py step --models=vlm_frozen_1b --batch_size=16 --packed=8 --attention=flex --compile
+                                # the mixed stage's packed rows: 8 documents per row, images in some
     python bench.py eval --device=cpu --model=vlm_tiny --items=32    # a smoke run
     python bench.py cpu --threads=4
 
@@ -39,6 +42,8 @@ STEP_DEFAULTS = {
     'compile': False,  # torch.compile the model
     'activation_checkpointing': False,  # recompute the blocks' activations in the backward
     'attention': 'sdpa',  # one of attention.BACKENDS
+    'packed': 0,  # documents per row, with doc_ids, as the mixed stage's rows (0 = dense rows, no doc_ids)
+    'image_ratio': 0.1,  # packed VLM rows: the share of positions in image-caption samples (train.py's key)
     'device': 'cuda',  # cpu for a smoke run of the tiny models
     'warmup': 3,  # untimed steps first
     'iters': 10,  # timed steps, averaged
@@ -66,26 +71,6 @@ ATTENTION_SHAPES = [
     ('packed: B8 H16 T2048 D128 causal, 8 docs/row', 8, 16, 2048, 128, True, 8),
     ('packed SigLIP: B32 H16 T729 D72 full, 8 docs/row', 32, 16, 729, 72, False, 8),
 ]
-_BLOCK_MASKS = {}  # FlexAttention's document masks, made once per shape outside the timed calls
-_FLEX_COMPILED = []
-
-
-def flex_document_attention(q, k, v, causal, doc_ids, compiled=True):
-    """PyTorch's FlexAttention with a document block mask (blocks of other documents skipped), compiled
-    as its documentation advises: the library a user would pick for packed rows. (B, H, T, D) in and out."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    B, _, T, _ = q.shape
-    key = (causal, B, T, int(doc_ids.sum()), str(q.device))
-    if key not in _BLOCK_MASKS:
-        def same_document(b, h, q_idx, kv_idx):
-            keep = doc_ids[b, q_idx] == doc_ids[b, kv_idx]
-            return keep & (q_idx >= kv_idx) if causal else keep
-        _BLOCK_MASKS[key] = create_block_mask(same_document, B, None, T, T, device=q.device)
-    if compiled and not _FLEX_COMPILED:
-        _FLEX_COMPILED.append(torch.compile(flex_attention, dynamic=False))
-    return (_FLEX_COMPILED[0] if compiled else flex_attention)(q, k, v, block_mask=_BLOCK_MASKS[key])
-
-
 def varlen_document_attention(q, k, v, causal, doc_ids):
     """PyTorch's variable-length attention (FlashAttention over cumulative document offsets), where this
     PyTorch has it: each document of each row is its own sequence. (B, H, T, D) in and out."""
@@ -147,7 +132,8 @@ def attention_candidates(docs):
     flash, cudnn = sdpa_backend('FLASH_ATTENTION'), sdpa_backend('CUDNN_ATTENTION')
     if docs:
         no_docs = lambda q, k, v, causal, doc_ids: attention.triton_attention(q, k, v, causal=causal)
-        return [('triton, doc_ids', triton), ('flex, document block mask, compiled', flex_document_attention),
+        flex = lambda q, k, v, causal, ids: attention.flex_attention(q, k, v, causal=causal, doc_ids=ids)
+        return [('triton, doc_ids', triton), ('flex, document block mask, compiled', flex),
                 ('varlen (cumulative offsets)', varlen_document_attention if has_varlen() else None),
                 ('sdpa, boolean doc mask', sdpa), ('triton, no doc_ids', no_docs),
                 ('sdpa flash, no doc_ids', flash), ('sdpa cuDNN, no doc_ids', cudnn)]
@@ -247,18 +233,38 @@ STEP_MODELS = {  # name -> (LM preset, T, encoder preset or None, frozen)
 }
 
 
-def step_batch(model, name, batch_size, device):
+CAPTION_TOKENS = 32  # the text of a packed row's image-caption sample (LAION-style captions are shorter)
+
+
+def step_batch(model, name, batch_size, device, packed=0, image_ratio=0.1):
+    """Random tokens in the batch of the contracts. Dense (packed 0): no doc_ids, every VLM row an image
+    at its start. Packed: doc_ids of `packed` documents per row (packed_doc_ids), and as in the mixed stage
+    (train.sample_row) a VLM row with an image holds one image-caption sample (document 0: <|endoftext|>,
+    the image positions, the caption) and text documents after it; image rows are image_ratio of the
+    positions (at least one row), the other rows text documents only."""
     lm_preset, T, vision_preset, _ = STEP_MODELS[name]
     lm = model.lm if vision_preset else model
-    vocab = 50000 if lm.config.vocab_size > 50000 else 256
+    vocab = 50000 if lm.config.vocab_size > 50000 else 256  # below every special token's id
     input_ids = torch.randint(0, vocab, (batch_size, T), device=device)
     batch = dict(input_ids=input_ids, targets=torch.roll(input_ids, -1, 1))
+    if packed:
+        batch['doc_ids'] = packed_doc_ids(batch_size, T, packed, device)  # (B, T)
     if vision_preset:
         S, P = model.vision.cfg.image_size, model.num_patches
-        batch['input_ids'][:, 1:1 + P] = model.image_id  # <|endoftext|> + image positions + text
-        batch['targets'][:, :P] = -100
-        batch['images'] = torch.randint(0, 256, (batch_size, S, S, 3), dtype=torch.uint8, device=device)
-        batch['has_image'] = torch.ones(batch_size, dtype=torch.bool, device=device)
+        n_img = batch_size
+        if packed:
+            sample = 1 + P + CAPTION_TOKENS  # positions of one image-caption sample
+            n_img = min(batch_size, max(1, round(image_ratio * batch_size * T / sample)))
+            # the sample is document 0; the text after it, (n_img, T - sample), documents 1 .. packed - 1
+            text_docs = packed_doc_ids(n_img, T - sample, max(1, packed - 1), device)
+            batch['doc_ids'][:n_img] = 0
+            batch['doc_ids'][:n_img, sample:] = 1 + text_docs
+        batch['input_ids'][:n_img, 1:1 + P] = model.image_id  # <|endoftext|> + image positions + text
+        batch['targets'][:n_img, :P] = -100
+        has_image = torch.arange(batch_size, device=device) < n_img  # (B,)
+        images = torch.randint(0, 256, (batch_size, S, S, 3), dtype=torch.uint8, device=device)
+        batch['images'] = images * has_image[:, None, None, None]  # zeros without an image, as train.collate
+        batch['has_image'] = has_image
     return batch
 
 
@@ -284,15 +290,20 @@ def build_step_model(name, device, compile_model, checkpointing):
 
 
 def time_steps(name, batch_size, settings, device):
-    """Mean step time (s) and peak memory (GB) of forward + backward + AdamW at this micro-batch."""
+    """Forward + backward + AdamW at this micro-batch: the model, mean step time (s), peak memory (GB),
+    the images in the batch, and with compile the graphs dynamo made and its graph breaks (else None)."""
+    if settings['compile']:  # (only then: dynamo imports Triton, and TRITON_INTERPRET must be set first)
+        from torch._dynamo.utils import counters
+        torch._dynamo.reset()  # count this model's graphs only (largest_batch builds one model per size)
+        counters.clear()
     model, module = build_step_model(name, device, settings['compile'], settings['activation_checkpointing'])
     cuda = device.startswith('cuda')
     optimizer = model.configure_optimizers(0.033, 1e-4, (0.9, 0.95), 1e-8, 'cuda' if cuda else 'cpu')
-    batch = step_batch(model, name, batch_size, device)
+    batch = step_batch(model, name, batch_size, device, settings['packed'], settings['image_ratio'])
     autocast = torch.autocast('cuda', dtype=torch.bfloat16) if cuda else torch.autocast('cpu', enabled=False)
 
     def step():
-        extra = {k: batch[k] for k in ('images', 'has_image') if k in batch}
+        extra = {k: batch[k] for k in ('doc_ids', 'images', 'has_image') if k in batch}
         with autocast:
             _, loss = module(batch['input_ids'], batch['targets'], **extra)
         loss.backward()
@@ -311,7 +322,13 @@ def time_steps(name, batch_size, settings, device):
         for _ in range(settings['iters']):
             step()
         seconds, memory = (time.perf_counter() - t0) / settings['iters'], float('nan')
-    return model, seconds, memory
+    images = int(batch['has_image'].sum()) if 'has_image' in batch else 0
+    # the batch is the same at every step, so these are one forward's graphs (a new batch shape or number
+    # of images could add some); every break splits the forward and backward graphs
+    graphs = None
+    if settings['compile']:
+        graphs = (counters['stats']['unique_graphs'], sum(counters['graph_break'].values()))
+    return model, seconds, memory, images, graphs
 
 
 def largest_batch(name, settings, device):
@@ -339,32 +356,38 @@ def bench_step(settings):
         return
     device_name = torch.cuda.get_device_name() if device.startswith('cuda') else 'cpu'
     precision = 'bf16 autocast' if device.startswith('cuda') else 'fp32'
+    rows = (f"packed, {settings['packed']} documents per row (doc_ids); VLM rows with an image: "
+            f"image_ratio {settings['image_ratio']} of the positions" if settings['packed']
+            else "dense (no doc_ids; every VLM row an image)")
     print(f"training step on {device_name}: {precision}, AdamW; compile={settings['compile']}, "
           f"activation checkpointing={settings['activation_checkpointing']}, "
-          f"attention={settings['attention']}\n")
-    print("| model | T | micro-batch | step (ms) | tokens/s | peak mem (GB) | TFLOP/s | MFU |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"attention={settings['attention']}; rows {rows}")
+    print("FLOPs count dense causal attention over T, documents or not; graphs (breaks): what torch.compile "
+          "made of one forward\n")
+    print("| model | T | micro-batch | images | step (ms) | tokens/s | peak mem (GB) | TFLOP/s | MFU "
+          "| graphs (breaks) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in settings['models'].split(','):
         T = STEP_MODELS[name][1]
         if settings['batch_size']:
             batch_size = settings['batch_size']
-            model, seconds, memory = time_steps(name, batch_size, settings, device)
+            model, seconds, memory, images, graphs = time_steps(name, batch_size, settings, device)
         else:
             found = largest_batch(name, settings, device)
             if found is None:
-                print(f"| {name} | {T} | does not fit | | | | | |")
+                print(f"| {name} | {T} | does not fit | | | | | | | |")
                 continue
-            batch_size, model, seconds, memory = found
+            batch_size, model, seconds, memory, images, graphs = found
         tokens = batch_size * T
         if isinstance(model, VLM):
-            flops = model.flops_per_step(tokens, batch_size, T)  # a frozen encoder counts its forward only
+            flops = model.flops_per_step(tokens, images, T)  # a frozen encoder counts its forward only
         else:
             flops = model.flops_per_token(T) * tokens
         mfu = estimate_mfu(flops / tokens, tokens / seconds, device_name)
         mfu_text = f"{mfu * 100:.1f}%" if mfu is not None else "unknown peak"
-        print(f"| {name} | {T} | {batch_size} | {seconds * 1e3:.1f} | {tokens / seconds:,.0f} | "
-              f"{memory:.1f} | "
-              f"{flops / seconds / 1e12:.1f} | {mfu_text} |")
+        graphs_text = f"{graphs[0]} ({graphs[1]})" if graphs else "-"
+        print(f"| {name} | {T} | {batch_size} | {images} | {seconds * 1e3:.1f} | {tokens / seconds:,.0f} | "
+              f"{memory:.1f} | {flops / seconds / 1e12:.1f} | {mfu_text} | {graphs_text} |")
         del model
 
 
@@ -576,6 +599,13 @@ def check_settings(command, settings):
                     f"got {settings['attention']!r}")
         if settings['batch_size'] < 0 or settings['max_batch'] < 1:
             return "--batch_size must be >= 0 (0 = the largest that fits) and --max_batch >= 1"
+        if not 0 <= settings['packed'] <= 64:
+            return f"--packed must be 0 (dense rows) to 64 documents per row, got {settings['packed']}"
+        if not 0 < settings['image_ratio'] <= 1:
+            return f"--image_ratio must be in (0, 1], got {settings['image_ratio']}"
+        if settings['attention'] == 'flex' and settings['compile'] and settings['device'] == 'cpu':
+            return (f"--attention=flex with --compile needs a GPU: FlexAttention in PyTorch "
+                    f"{torch.__version__} has no compiled backward on a CPU (eager flex runs there)")
     if command == 'eval':
         if settings['model'] not in STEP_MODELS or STEP_MODELS[settings['model']][2] is None:
             return f"--model must be a VLM of {', '.join(m for m in STEP_MODELS if m.startswith('vlm'))}"

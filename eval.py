@@ -34,7 +34,7 @@ Greedy decoding: 128 new tokens (a box 20, shapes_vqa and NAME=PATH 16; --max_ne
 them). POPE compares P(" Yes") with P(" No"). VQAv2-layout images are COCO_val2014_{image_id:012d}.jpg,
 COCO_{folder}_{image_id:012d}.jpg, {image_id:012d}.png or {image_id:012d}.jpg in the image folder.
 Under torchrun (torchrun --nproc_per_node=8 eval.py ...) each rank runs a slice of every task's items
-and the outputs are gathered; the first rank writes the results (lm_eval tasks run whole on each rank).
+and the outputs are gathered; the first rank writes the results (lm_eval tasks run whole on that rank).
 
 Outputs, beside the checkpoint: results.json (results_{name}.json for a checkpoint not named ckpt.pt)
 with per-task scores and counts, the two Stable Scores (members, baselines, formula) and what each task
@@ -682,7 +682,7 @@ def evaluate(ckpt, specs, limit=0, seed=0, batch_size=32, max_new_tokens=0, devi
             report(name, problems)
         results['tasks'][name] = task_result(spec, metrics, problems, measured)
     bridge = [s for s in specs if s['kind'] == 'lm_eval']
-    if bridge:
+    if bridge and rank == 0:  # lm-eval runs whole in one process; the other ranks' results are not written
         lm = model.lm if isinstance(model, VLM) else model
         entries, items = run_bridge(lm, enc, bridge, data, limit, seed, batch_size, device)
         results['tasks'].update(entries)

@@ -423,26 +423,62 @@ class VLM(nn.Module):
         return next(self.projector.parameters()).dtype
 
     def embed(self, input_ids, images=None, has_image=None):
+        """(B, T) ids -> (B, T, C) embeddings, the projected patches at the <|image|> positions."""
+        return self.embed_rows(input_ids, images, self.image_rows(input_ids, images, has_image))
+
+    def embed_rows(self, input_ids, images, rows):
+        """embed() given image_rows(): no data-dependent branch, so a compiled model traces it whole."""
         x = self.lm.tok_embeddings(input_ids)  # (B, T, C)
-        is_image = input_ids == self.image_id
-        if images is None or has_image is None or not bool(has_image.any()):
+        if rows is None:
             if self.training and torch.is_grad_enabled():
                 # no image in this micro-batch: keep the projector (and a trained encoder) in the graph
                 # with a zero contribution, so data-parallel gradient syncs still see every parameter
                 blank = torch.zeros((1, *self.image_shape()), dtype=torch.uint8, device=x.device)
                 dummy = self.encode_images(blank)
                 x = x + 0.0 * dummy.sum().to(x.dtype)
+            return x
+        patches = self.encode_images(images[rows])  # (N, P, C), only the rows that hold an image
+        is_image = input_ids == self.image_id  # (B, T)
+        return x.masked_scatter(is_image[..., None], patches.to(x.dtype))
+
+    # Which rows hold an image, and whether the batch is well formed, depend on the data: a compiled
+    # model cannot branch on them inside a graph. Every such question is asked in check_image_rows, at
+    # once (one device sync), run eagerly at the start of VLM.forward, before any traced op: the rest of
+    # the forward compiles to one graph (7 graphs before, split at each check). Encoding every row's
+    # image instead would need no break but costs the encoder on the rows without one
+    # (docs/benchmarks.md, the mixed-stage step on packed rows).
+    def image_rows(self, input_ids, images, has_image):
+        """The indices (N,) of the rows with an image, or None when there are none (or no images); a
+        ValueError when a row with an image lacks exactly num_patches <|image|> tokens or a row without
+        one has any."""
+        if torch.compiler.is_compiling():
+            # wrapped only here, not with a decorator: torch.compiler.disable imports dynamo and with it
+            # Triton, which must not be imported before attention.py chooses its interpreter on a CPU
+            return torch.compiler.disable(self.check_image_rows)(input_ids, images, has_image, True)
+        return self.check_image_rows(input_ids, images, has_image)
+
+    def check_image_rows(self, input_ids, images, has_image, compiled=False):
+        P = self.num_patches
+        is_image = input_ids == self.image_id  # (B, T)
+        if images is None or has_image is None:
             if bool(is_image.any()):
                 raise ValueError("the batch has <|image|> tokens but no images")
-            return x
-        patches = self.encode_images(images[has_image])  # (N_img, P, C)
-        expected = has_image.sum() * self.num_patches
-        found = is_image[has_image].sum()
-        if found != expected or is_image[~has_image].any():
-            raise ValueError(f"each row with an image needs exactly {self.num_patches} <|image|> tokens "
-                             f"(and rows without one none): found {int(is_image.sum())}, "
-                             f"expected {int(expected)}")
-        return x.masked_scatter(is_image[..., None], patches.to(x.dtype))
+            return None
+        per_row = is_image.sum(1)  # (B,)
+        n, found, stray, wrong = torch.stack([
+            has_image.sum(), per_row[has_image].sum(), per_row[~has_image].sum(),
+            (has_image & (per_row != P)).sum()]).tolist()
+        if n == 0:
+            if stray:
+                raise ValueError("the batch has <|image|> tokens but no images")
+            return None
+        if wrong or stray:
+            raise ValueError(f"each row with an image needs exactly {P} <|image|> tokens "
+                             f"(and rows without one none): found {found + stray}, expected {n * P}")
+        rows = has_image.nonzero().squeeze(1)  # (N,)
+        if compiled:  # (dynamo is imported then) N varies: one graph for any N >= 2, not one per N
+            torch._dynamo.maybe_mark_dynamic(rows, 0)
+        return rows
 
     def image_shape(self):
         S = self.vision.cfg.image_size
@@ -450,7 +486,10 @@ class VLM(nn.Module):
 
     def forward(self, input_ids, targets=None, doc_ids=None, images=None, has_image=None, z_loss=0.0,
                 reduction='mean'):
-        x = self.embed(input_ids, images, has_image)
+        # embed()'s two steps, called from here: image_rows' graph break then comes before any traced op
+        # and the rest is one graph (a break inside embed would also split this frame's graph)
+        rows = self.image_rows(input_ids, images, has_image)  # (N,) or None
+        x = self.embed_rows(input_ids, images, rows)  # (B, T, C)
         return self.lm(input_ids, targets, doc_ids=doc_ids, inputs_embeds=x, z_loss=z_loss,
                        reduction=reduction)
 

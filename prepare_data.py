@@ -17,10 +17,12 @@ manifest.json.
 
 Image sources (captions): webdataset / img2dataset tars (KEY.jpg|jpeg|png|webp + KEY.txt), a
 LLaVA-Pretrain JSON (the gpt turn is the caption), a folder with captions.jsonl ({"image", "caption"}).
-Instruction data (llava): LLaVA v1.5 JSON, with text-only conversations kept as such. Output: per shard
-and split, .npy arrays (images preprocessed to uint8 at the encoder's size, tokens, offsets, loss
-mask, image index) and a JSON written last; shards.ImageShards reads them back with memory maps. One
-shard per input tar, or per --shard_size JSON entries; the same inputs give byte-identical shards.
+Instruction data (llava): LLaVA v1.5 JSON, with text-only conversations kept as such and the boxes of
+its Visual Genome samples converted to fractions of the image (--vg_boxes). The readers: image_readers.py.
+Output: per shard and split, .npy arrays (images preprocessed to uint8 at the encoder's size, tokens,
+offsets, loss mask, image index) and a JSON written last; shards.ImageShards reads them back with memory
+maps. One shard per input tar, or per --shard_size JSON entries; the same inputs give byte-identical
+shards.
 
 A re-run into the same --out keeps the parts made from the same inputs (each file's path, size and
 modification time) and settings, and rebuilds the others; a kill -9 at any moment followed by the same
@@ -29,10 +31,8 @@ command gives the files of an uninterrupted run (how: shards.py).
 import glob
 import json
 import os
-import posixpath
 import stat
 import sys
-import tarfile
 import time
 import zlib
 from multiprocessing import Pool
@@ -43,6 +43,8 @@ from tqdm import tqdm
 import configurator
 import shapes
 import vision
+from image_readers import (BOX_COUNTS, IMAGE_CUTS, IMAGE_SKIPS, VG_BOX_MODES, note,
+                           read_image_source)
 from shards import (ARRAYS, HEADER_BYTES, IMAGE_KINDS, SHARD_VERSION, SPLITS, atomic_write_bytes,
                     npy_header, remove_leftovers, save_npy, sha256_file, start_rebuild, token_dtype,
                     verify_data, write_manifest, write_token_shard)
@@ -76,7 +78,8 @@ CAPTIONS = dict(
     workers=0,            # preparing processes
     shard_size=5000,      # JSON entries per shard (a tar is one shard)
 )
-LLAVA = dict(CAPTIONS, input='')  # as captions; input: LLaVA .json files (llava_v1_5_mix665k.json)
+LLAVA = dict(CAPTIONS, input='',  # as captions; input: LLaVA .json files (llava_v1_5_mix665k.json)
+             vg_boxes='convert')  # Visual Genome boxes: convert (to fractions of the image), drop, keep
 SHAPES = dict(
     out='data/shapes',    # the output folder: raw/ (the world), captions/, instruct/, text/
     seed=0,               # the world's seed
@@ -400,19 +403,11 @@ def write_text_manifest(out_dir, tok, parts, new_tokens, elapsed):
     return manifest
 
 # -----------------------------------------------------------------------------
-# Image samples: what a source may hold, and what is dropped or shortened (the shards' layout: shards.py)
+# Image samples: tokens and loss masks (the row contract: BOS, image positions, text, EOT); the reasons
+# a sample is dropped or shortened are image_readers.py's
 
-IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp')
 # image positions = the encoder's patch count at its input size (384 -> 729, 224 -> 196, 48 -> 9)
 IMAGE_POSITIONS = {cfg.image_size: cfg.num_patches for cfg in vision.PRESETS.values()}
-# samples dropped, by reason (truncated_tar counts files cut short: what followed the cut is lost)
-IMAGE_SKIPS = ('missing_image', 'bad_image', 'unsupported_extension', 'missing_caption', 'empty_caption',
-               'bad_entry', 'bad_json', 'bad_utf8', 'bad_conversation', 'no_answer', 'question_too_long',
-               'truncated_tar', 'image_outside_root', 'image_in_text_only')
-# samples kept, but shortened to fit max_tokens (or, for a last question without an answer, dropped)
-IMAGE_CUTS = ('caption_truncated', 'conversation_cut', 'conversation_truncated',
-              'unanswered_question_dropped')
-MAX_ERRORS = 20  # example messages kept per shard
 
 
 def default_image_positions(image_size):
@@ -421,164 +416,6 @@ def default_image_positions(image_size):
                          f"pass --image_positions, the encoder's patch count")
     return IMAGE_POSITIONS[image_size]
 
-
-def note(stats, reason, message=None):
-    stats['counts'][reason] += 1
-    if message and len(stats['errors']) < MAX_ERRORS:
-        stats['errors'].append(message)
-
-
-def image_path(root, image, stats, where):
-    """root/image, or None (noted) for a path that would leave root: absolute, or with a '..' part."""
-    if os.path.isabs(image) or '..' in image.replace(os.sep, '/').split('/'):
-        note(stats, 'image_outside_root', f"{where}: image path {image} is outside the image root {root}")
-        return None
-    return os.path.join(root, image)
-
-
-# -----------------------------------------------------------------------------
-# Image sources: each reader yields (source id, image, text) with the image a path, bytes or None
-# (text-only) and the text a caption or a list of chat turns; what it cannot use it notes and skips
-
-def tar_samples(path, stats):
-    """A webdataset / img2dataset tar: KEY.jpg|jpeg|png|webp + KEY.txt (+ KEY.json). The members of a
-    sample are consecutive and share the key (the member name up to the first dot of its file name)."""
-    name = os.path.basename(path)
-
-    def sample(key, members, unsupported):
-        source = f"{name}/{key}"
-        image = next((members[ext] for ext in IMAGE_EXTENSIONS if ext in members), None)
-        if image is None:
-            unread = f" ({', '.join(unsupported)} is not read)" if unsupported else ''
-            note(stats, 'unsupported_extension' if unsupported else 'missing_image',
-                 f"{path}: {key}: no image member{unread}")
-            return
-        if 'txt' not in members:
-            note(stats, 'missing_caption', f"{path}: {key}: no .txt caption member")
-            return
-        try:
-            yield source, image, members['txt'].decode('utf-8')
-        except UnicodeDecodeError:
-            note(stats, 'bad_utf8', f"{path}: {key}.txt is not UTF-8")
-
-    key, members, unsupported, truncated = None, {}, [], False
-    try:
-        with tarfile.open(path) as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                folder, base = posixpath.split(member.name)
-                stem, _, ext = base.partition('.')
-                if posixpath.join(folder, stem) != key:
-                    if key is not None:
-                        yield from sample(key, members, unsupported)
-                    key, members, unsupported = posixpath.join(folder, stem), {}, []
-                ext = ext.lower()
-                if ext in IMAGE_EXTENSIONS or ext in ('txt', 'json'):
-                    members[ext] = tar.extractfile(member).read()
-                else:
-                    unsupported.append(base)
-    except (tarfile.TarError, EOFError, OSError) as e:
-        where = f"cut short after member {key!r}" if key else "not a readable tar"
-        note(stats, 'truncated_tar', f"{path}: {where} ({type(e).__name__}: {e})")
-        truncated = True
-    # after a cut, the sample being read counts only if it was already whole
-    complete = 'txt' in members and any(ext in members for ext in IMAGE_EXTENSIONS)
-    if key is not None and (complete or not truncated):
-        yield from sample(key, members, unsupported)
-
-
-def pretrain_samples(entries, root, stats, where):
-    """LLaVA-Pretrain (blip_laion_cc_sbu_558k.json): the caption is the gpt turn; the human prompt is
-    dropped."""
-    for n, entry in enumerate(entries):
-        if not isinstance(entry, dict) or not isinstance(entry.get('image'), str):
-            note(stats, 'bad_entry', f"{where(n)}: no 'image' path")
-            continue
-        turns = entry.get('conversations') if isinstance(entry.get('conversations'), list) else []
-        caption = next((t.get('value') for t in turns if isinstance(t, dict) and t.get('from') == 'gpt'),
-                       None)
-        source = str(entry.get('id', entry['image']))
-        if not isinstance(caption, str):
-            note(stats, 'missing_caption', f"{where(n)} ({source}): no gpt turn with the caption")
-            continue
-        path = image_path(root, entry['image'], stats, f"{where(n)} ({source})")
-        if path is not None:
-            yield source, path, caption
-
-
-def folder_samples(lines, root, stats, where):
-    """captions.jsonl lines {"image": path relative to its folder, "caption": text}."""
-    for n, line in enumerate(lines):
-        try:
-            record = json.loads(line.decode('utf-8-sig'))  # a byte order mark starts some files
-        except UnicodeDecodeError:
-            note(stats, 'bad_utf8', f"{where(n)}: not UTF-8")
-            continue
-        except json.JSONDecodeError as e:
-            note(stats, 'bad_json', f"{where(n)}: {e}")
-            continue
-        if not isinstance(record, dict) or not isinstance(record.get('image'), str):
-            note(stats, 'bad_entry', f"{where(n)}: no 'image' path")
-            continue
-        if not isinstance(record.get('caption'), str):
-            note(stats, 'missing_caption', f"{where(n)} ({record['image']}): no 'caption'")
-            continue
-        path = image_path(root, record['image'], stats, f"{where(n)} ({record['image']})")
-        if path is not None:
-            yield record['image'], path, record['caption']
-
-
-LLAVA_ROLES = {'human': 'user', 'gpt': 'assistant'}
-
-
-def llava_turns(conversation):
-    """LLaVA turns -> [(role, text)] for chat_tokens with <image> and the newline beside it removed
-    (the image goes right after the BOS); None unless the turns alternate human, gpt, human, ..."""
-    if not isinstance(conversation, list):
-        return None
-    turns = []
-    for i, turn in enumerate(conversation):
-        role = LLAVA_ROLES.get(turn.get('from')) if isinstance(turn, dict) else None
-        text = turn.get('value') if isinstance(turn, dict) else None
-        if role != ('user', 'assistant')[i % 2] or not isinstance(text, str):
-            return None
-        turns.append((role, text.replace('<image>\n', '').replace('\n<image>', '').replace('<image>', '')))
-    return turns
-
-
-def llava_samples(entries, root, stats, where):
-    """LLaVA instruction data (llava_v1_5_mix665k.json): {"id", "image" (optional), "conversations"}."""
-    for n, entry in enumerate(entries):
-        image = entry.get('image') if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or not (image is None or isinstance(image, str)):
-            note(stats, 'bad_entry', f"{where(n)}: not a sample with an optional 'image' path")
-            continue
-        source = str(entry.get('id', image or where(n)))
-        turns = llava_turns(entry.get('conversations'))
-        if turns is None:
-            note(stats, 'bad_conversation',
-                 f"{where(n)} ({source}): conversations must alternate human and gpt turns")
-            continue
-        if image is None and any('<image>' in turn['value'] for turn in entry['conversations']):
-            note(stats, 'image_in_text_only', f"{where(n)} ({source}): <image> in a conversation without "
-                                              f"an image")
-            continue
-        path = image_path(root, image, stats, f"{where(n)} ({source})") if image else None
-        if image is None or path is not None:
-            yield source, path, turns
-
-
-def read_image_source(job, stats):
-    if job['reader'] == 'tar':
-        return tar_samples(job['path'], stats)
-    where = lambda n: f"{job['path']}: entry {job['first'] + n}"
-    readers = dict(pretrain=pretrain_samples, folder=folder_samples, llava=llava_samples)
-    return readers[job['reader']](job['entries'], job['root'], stats, where)
-
-
-# -----------------------------------------------------------------------------
-# Samples: tokens and loss masks (the row contract: BOS, image positions, text, EOT)
 
 def caption_sample(enc, source, caption, n_image, max_tokens, stats):
     """[EOT] + n_image x [IMAGE] + caption + [EOT], trained on the caption and its EOT; None if empty."""
@@ -690,7 +527,7 @@ def prepare_image_shard(job):
     size, n_image, max_tokens = job['image_size'], job['image_positions'], job['max_tokens']
     writers = {split: ShardWriter(job['out_dir'], shard_name(split, job['index']), size, dtype)
                for split in SPLITS}
-    stats = dict(counts={reason: 0 for reason in IMAGE_SKIPS + IMAGE_CUTS}, errors=[])
+    stats = dict(counts={reason: 0 for reason in IMAGE_SKIPS + IMAGE_CUTS + BOX_COUNTS}, errors=[])
     written, image_inputs = 0, {}  # the image files read, as file_stat gives them (None: missing)
     for source, image, text in read_image_source(job, stats):
         if job['kind'] == 'captions':
@@ -717,7 +554,8 @@ def prepare_image_shard(job):
     counts = stats['counts']
     job_stats = dict(path=job['path'], samples=written, errors=stats['errors'],
                      skipped={r: counts[r] for r in IMAGE_SKIPS},
-                     shortened={r: counts[r] for r in IMAGE_CUTS}, image_inputs=image_inputs)
+                     shortened={r: counts[r] for r in IMAGE_CUTS}, boxes={r: counts[r] for r in BOX_COUNTS},
+                     image_inputs=image_inputs)
     return [writers[split].finish(job_identity(job), job_stats) for split in SPLITS]
 
 
@@ -810,11 +648,14 @@ def image_jobs(kind, sources, out_dir, shard_size, **settings):
 
 def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_size=384, image_positions=None,
                    max_tokens=1024, val_fraction=0.005, workers=None, shard_size=5000, tokenizer_file=None,
-                   vocab_size=0):
+                   vocab_size=0, vg_boxes='convert'):
     """kind 'captions' (image-caption pairs) or 'instruct' (LLaVA conversations) -> image shards in
-    out_dir."""
+    out_dir. vg_boxes: what becomes of the boxes of the 665K mix's Visual Genome samples
+    (image_readers.vg_boxes)."""
     if kind not in IMAGE_KINDS:
         raise ValueError(f"kind must be one of {IMAGE_KINDS}, got {kind!r}")
+    if vg_boxes not in VG_BOX_MODES:
+        raise ValueError(f"vg_boxes must be one of {', '.join(VG_BOX_MODES)}, got {vg_boxes!r}")
     image_positions = image_positions or default_image_positions(image_size)
     if max_tokens < image_positions + 3:
         raise ValueError(f"max_tokens {max_tokens} leaves no room for text after {image_positions} "
@@ -823,8 +664,11 @@ def prepare_images(kind, inputs, out_dir, images=None, tokenizer='gpt2', image_s
     sources = image_sources(kind, inputs, images)
     tok = data_tokenizer(out_dir, tokenizer, tokenizer_file, vocab_size)
     remove_leftovers(out_dir)
+    # only instruct jobs name vg_boxes, so caption shards made before it existed are still found finished
+    instruct_only = dict(vg_boxes=vg_boxes) if kind == 'instruct' else {}
     jobs = image_jobs(kind, sources, out_dir, shard_size, **tok, image_size=image_size,
-                      image_positions=image_positions, max_tokens=max_tokens, val_fraction=val_fraction)
+                      image_positions=image_positions, max_tokens=max_tokens, val_fraction=val_fraction,
+                      **instruct_only)
     results, pending = {}, []
     for job in jobs:
         done = finished_image_shard(out_dir, job)
@@ -868,12 +712,15 @@ def write_image_manifest(out_dir, kind, results, tok, image_size, image_position
     shards = {split: [{k: infos[n][k] for k in keys} for infos in results] for n, split in enumerate(SPLITS)}
     skipped = {reason: 0 for reason in IMAGE_SKIPS}
     shortened = {reason: 0 for reason in IMAGE_CUTS}
+    boxes = {reason: 0 for reason in BOX_COUNTS}
     by_source, errors = {}, {}
     for infos in results:
         stats = infos[0]['input']  # the job's input statistics, stored with both splits
         counts = by_source.setdefault(stats['path'], {})
-        for reason, n in list(stats['skipped'].items()) + list(stats['shortened'].items()):
-            (skipped if reason in skipped else shortened)[reason] += n
+        found = [*stats['skipped'].items(), *stats['shortened'].items(),
+                 *stats.get('boxes', {}).items()]  # caption shards made before box counts have none
+        for reason, n in found:
+            (skipped if reason in skipped else shortened if reason in shortened else boxes)[reason] += n
             if n:
                 counts[reason] = counts.get(reason, 0) + n
         errors.setdefault(stats['path'], []).extend(stats['errors'])
@@ -884,7 +731,7 @@ def write_image_manifest(out_dir, kind, results, tok, image_size, image_position
         num_samples={s: sum(e['num_samples'] for e in shards[s]) for s in SPLITS},
         num_tokens={s: sum(e['num_tokens'] for e in shards[s]) for s in SPLITS},
         num_images={s: sum(e['num_images'] for e in shards[s]) for s in SPLITS},
-        shards=shards, skipped=skipped, shortened=shortened, sources=list(by_source),
+        shards=shards, skipped=skipped, shortened=shortened, boxes=boxes, sources=list(by_source),
         skipped_by_source={path: counts for path, counts in by_source.items() if counts},
     )
     total = sum(manifest['num_samples'].values())
@@ -900,8 +747,9 @@ def write_image_manifest(out_dir, kind, results, tok, image_size, image_position
           f"{sum(manifest['num_images'].values()):,} images, {sum(t.values()):,} tokens "
           f"in {len(results)} shards")
     if report:
-        print("skipped: " + (", ".join(f"{n} {r}" for r, n in skipped.items() if n) or "none") +
-              "; shortened: " + (", ".join(f"{n} {r}" for r, n in shortened.items() if n) or "none"))
+        kinds = [('skipped', skipped), ('shortened', shortened)] + [('boxes', boxes)] * any(boxes.values())
+        print("; ".join(f"{name}: " + (", ".join(f"{n} {r}" for r, n in counts.items() if n) or "none")
+                        for name, counts in kinds))
         print("\n".join(report))
     return manifest
 
@@ -983,7 +831,8 @@ def main(argv=None):
     except (OSError, RuntimeError, ValueError) as e:
         sys.exit(f"error: tokenizer '{s['tokenizer']}': {e}")
     settings = {k: s[k] for k in ('tokenizer', 'tokenizer_file', 'vocab_size', 'image_size',
-                                  'image_positions', 'max_tokens', 'val_fraction', 'workers') if k in s}
+                                  'image_positions', 'max_tokens', 'val_fraction', 'workers', 'vg_boxes')
+                if k in s}
     try:
         if command == 'text':
             return prepare_text(inputs, s['out'], group_mb=s['group_mb'], **settings)

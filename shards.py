@@ -27,7 +27,8 @@ the tokens), num_tokens {split: n}, shards {split: [entry]}, sources (the input 
 {reason: n}.
     text:    num_documents {split: n}; shard entry {name, num_tokens, sha256}
     images:  image_size, image_positions, max_tokens, val_fraction, num_samples, num_images
-             {split: n}, shortened {reason: n}, skipped_by_source {path: {reason: n}};
+             {split: n}, shortened {reason: n}, skipped_by_source {path: {reason: n}}, boxes {reason: n}
+             (the 665K mix's Visual Genome boxes converted, clamped, unparsed, kept or dropped);
              shard entry {name (without extension), num_samples, num_tokens, num_images, files}
 
 Writing (prepare_data.py): every file is written under a temporary name (`NAME.tmp<pid>`) and renamed.

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import random
+import resource
 import signal
 import sys
 import time
@@ -91,19 +92,13 @@ vision_dtype = 'bfloat16' if torch.cuda.is_available() else 'float32'  # a froze
 compile = False
 activation_checkpointing = False
 fsdp = False  # FSDP2 (fully_shard per block) instead of DDP, for 1B and up
-attention = 'sdpa'  # 'sdpa' | 'triton'
+attention = 'sdpa'  # one of attention.BACKENDS: 'sdpa' | 'triton' | 'flex'
 seed = 1337
 # logging to Weights & Biases (optional; the records of log.jsonl, from the master process)
 wandb_log = False
 wandb_project = 'vlm-pretrain'
 wandb_run_name = ''  # '' = out_dir's last folder name
 # -----------------------------------------------------------------------------
-
-
-def continued_peak(text_config, text_step):
-    """The text schedule's learning rate at a milestone: where the mixed stage starts its decay."""
-    c = text_config
-    return lr_at(text_step, c['max_iters'], c['learning_rate'], c['min_lr'], c['warmup_iters'])
 
 
 # -----------------------------------------------------------------------------
@@ -335,8 +330,7 @@ def milestone_steps(fractions, max_steps):
 
 
 def optimizer_state_by_index(state, model, optimizer):
-    """A full optimizer state keyed by parameter name -> the index-keyed form optimizer.load_state_dict
-    takes."""
+    """A full optimizer state keyed by parameter name -> the index-keyed form load_state_dict takes."""
     names = {id(p): n for n, p in model.named_parameters()}
     order = [names[id(p)] for g in optimizer.param_groups for p in g['params']]
     index = {n: i for i, n in enumerate(order)}
@@ -352,8 +346,7 @@ def fail(message):
 # Set-up: the config's checks and derived paths, the processes, the data
 
 def run_fields(config):
-    """The fields a config's out_dir may name, so that overlays (config/arm_*.py, config/start_*.py)
-    need not each spell a folder: two arms never share one."""
+    """The fields out_dir may name: overlays need not each spell a folder, two arms never share one."""
     source = os.path.normpath(config['init_from'])
     start = os.path.splitext(os.path.basename(source))[0]
     return dict(vision='frozen' if config['freeze_vision'] else 'unfrozen', projector=config['projector'],
@@ -406,9 +399,8 @@ def check_config():
 
 @dataclass
 class Processes:
-    """Where this process runs and its place among the others (torchrun sets RANK / WORLD_SIZE /
-    LOCAL_RANK)."""
-    ddp: bool  # several processes: DDP, or FSDP2 with fsdp = True
+    """Where this process runs, among the others (torchrun sets RANK, WORLD_SIZE and LOCAL_RANK)."""
+    ddp: bool  # a process group: DDP (several processes) or FSDP2 (fsdp = True, one process or more)
     rank: int
     local_rank: int
     world_size: int
@@ -422,7 +414,7 @@ class Processes:
 
 
 def setup_processes():
-    ddp = int(os.environ.get('WORLD_SIZE', 1)) > 1
+    ddp = int(os.environ.get('WORLD_SIZE', 1)) > 1 or fsdp and 'RANK' in os.environ  # FSDP2 needs a group
     local_rank = int(os.environ.get('LOCAL_RANK', 0))
     if ddp:
         dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
@@ -433,7 +425,7 @@ def setup_processes():
     else:
         rank, world_size, run_device = 0, 1, device
     if fsdp and not ddp:
-        fail("fsdp = True needs several processes: launch with torchrun")
+        fail("fsdp = True needs a process group: launch with torchrun (one process is enough)")
     if gradient_accumulation_steps % world_size:
         fail(f"gradient_accumulation_steps ({gradient_accumulation_steps}) must be a multiple of the number "
              f"of processes ({world_size})")
@@ -529,15 +521,15 @@ RESUME_KEYS = ('model', 'model_args', 'optimizer', 'rng', 'config', 'step', 'lin
 
 
 def load_resumed():
-    """out_dir/ckpt.pt when init_from = 'resume', checked against this run's stage and block_size
-    before any data is read."""
+    """out_dir/ckpt.pt when init_from = 'resume', checked against stage and block_size before any data."""
     if init_from != 'resume':
         return None
-    path = os.path.join(out_dir, 'ckpt.pt')
+    path, t0 = os.path.join(out_dir, 'ckpt.pt'), time.time()
     try:
         checkpoint = load_checkpoint(path, RESUME_KEYS)
     except (OSError, ValueError) as e:
         fail(f"resume: {e}")
+    print(f"{path}: read in {time.time() - t0:.1f} s")
     for key in ('stage', 'block_size'):
         if checkpoint['config'].get(key) != globals()[key]:
             fail(f"{path}: saved by a run with {key} {checkpoint['config'].get(key)!r}; resuming it with "
@@ -574,8 +566,9 @@ def build_stage_model(config, text_manifest, resumed):
         model = build_model(args)
         load_weights(model.lm, parent['model'], init_from)
         model.vision.load_state_dict(tower.drop_unused().state_dict())
-    else:  # finetune: a mixed-stage VLM
-        args = dict(parent['model_args'], freeze_vision=freeze_vision)
+    else:  # finetune: a mixed-stage VLM, its rotary tables sized to this stage's rows
+        args = dict(parent['model_args'], freeze_vision=freeze_vision,
+                    lm=dict(parent['model_args'].get('lm', {}), block_size=block_size))
         model = build_model(args, init_from)
         load_weights(model, parent['model'], init_from)
     lineage['parent'] = dict(path=init_from, step=parent['step'], lineage=parent['lineage'])
@@ -594,8 +587,6 @@ def check_model_fits_data(model, checkpoint, data):
             check_data(shards.manifest, where, tokenizer, lm.config.vocab_size,
                        sha256 or text.get('tokenizer_sha256'))
             check_images(shards.manifest, where, model)
-    if stage != 'text' and lm.config.block_size != block_size:
-        fail(f"block_size {block_size} differs from the model's {lm.config.block_size}")
     return tokenizer_keys(tokenizer, text)
 
 
@@ -611,8 +602,9 @@ def stage_schedule(checkpoint, lineage, data):
             fail(f"start_fraction {start_fraction} but {init_from} is at {fraction:.3f} of its text run")
         lineage['start_fraction'] = fraction
     if stage == 'mixed' and 0 < lineage.get('start_fraction', 0) < 1:
-        text_config, text_step = lineage['parent']['lineage']['config'], lineage['parent']['step']
-        peak, warmup = continued_peak(text_config, text_step), 0
+        # the text schedule's learning rate at the milestone: where the mixed stage starts its decay
+        c, text_step = lineage['parent']['lineage']['config'], lineage['parent']['step']
+        peak, warmup = lr_at(text_step, c['max_iters'], c['learning_rate'], c['min_lr'], c['warmup_iters']), 0
     return peak, warmup, max_steps
 
 
@@ -663,7 +655,11 @@ def make_optimizer(raw_model, peak, procs, checkpoint):
 
 def make_loaders(raw_model, data):
     """The training loader of the stage and the fixed validation batches {name: [batch]}."""
-    eot_id, image_shape = data['text_manifest']['eot_id'], model_image_shape(raw_model)
+    eot_id = data['text_manifest']['eot_id']
+    image_shape = raw_model.image_shape() if isinstance(raw_model, VLM) else None
+    for split in ('train', 'val'):  # every text row is a window of block_size + 1 tokens from one shard
+        if not any(shard.size > block_size for shard in data[f'text_{split}']):
+            fail(f"{text_data}: no {split} shard holds block_size + 1 = {block_size + 1} tokens")
     if stage == 'text':
         loader = TextLoader(data['text_train'], block_size, eot_id, seed)
     elif stage == 'mixed':
@@ -678,10 +674,6 @@ def make_loaders(raw_model, data):
             val_sets[name] = val_batches(shards, 'images', eval_iters, batch_size, block_size, eot_id, seed,
                                          image_shape)
     return loader, val_sets
-
-
-def model_image_shape(model):
-    return model.image_shape() if isinstance(model, VLM) else None
 
 
 # -----------------------------------------------------------------------------
@@ -768,8 +760,7 @@ def train_step(model, raw_model, optimizer, batches, lr, procs, step):
 
 @torch.no_grad()
 def evaluate(model, raw_model, val_sets, procs):
-    """Mean validation loss per val set. FSDP needs every rank in every forward; DDP ranks split the
-    batches."""
+    """Mean validation loss per val set. FSDP needs every rank in every forward; DDP ranks split them."""
     model.eval()
     losses = {}
     for name, batches in val_sets.items():
@@ -793,6 +784,7 @@ def write_checkpoint(path, raw_model, optimizer, procs, state, with_optimizer=Tr
     # advances Adam's step count: ask for it only when it is saved, never before the first step
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
                                                          get_optimizer_state_dict)
+    t0 = time.time()  # the write's time counts the gathering of the full state dicts
     options = StateDictOptions(full_state_dict=True, cpu_offload=procs.ddp)
     weights = get_model_state_dict(raw_model, options=options) if procs.ddp else raw_model.state_dict()
     optim = get_optimizer_state_dict(raw_model, optimizer, options=options) if with_optimizer else None
@@ -805,6 +797,7 @@ def write_checkpoint(path, raw_model, optimizer, procs, state, with_optimizer=Tr
         save_checkpoint(path, checkpoint)
     except CheckpointWriteError as e:
         fail(str(e))
+    print(f"{path}: written in {time.time() - t0:.1f} s")
 
 
 class Log:
@@ -857,11 +850,11 @@ class Throughput:
     def __init__(self, raw_model, procs):
         self.raw_model, self.procs = raw_model, procs
         self.device_name = torch.cuda.get_device_name(procs.device) if procs.device_type == 'cuda' else 'cpu'
-        self.t_last, self.flops, self.tokens = time.time(), 0.0, 0
+        self.t_last, self.flops, self.tokens, self.steps = time.time(), 0.0, 0, 0
 
     def add(self, batches, counts):
         positions = sum(counts['positions'])
-        self.tokens += positions
+        self.tokens, self.steps = self.tokens + positions, self.steps + 1
         if isinstance(self.raw_model, VLM):
             num_images = (sum(int(b['has_image'].sum()) for b in batches) * self.procs.world_size
                           if 'has_image' in batches[0] else 0)
@@ -873,15 +866,20 @@ class Throughput:
         elapsed = time.time() - self.t_last
         tokens_per_sec = self.tokens / elapsed
         mfu = estimate_mfu(self.flops / self.tokens, tokens_per_sec / self.procs.world_size, self.device_name)
-        self.t_last, self.tokens, self.flops = time.time(), 0, 0.0
-        return dict(tokens_per_sec=tokens_per_sec, mfu=mfu)
+        memory = (torch.cuda.max_memory_allocated(self.procs.device) if self.procs.device_type == 'cuda'
+                  else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # the process's peak RSS
+        speed = dict(tokens_per_sec=tokens_per_sec, mfu=mfu, step_seconds=elapsed / self.steps,
+                     peak_memory_gib=memory / 2**30)
+        self.t_last, self.tokens, self.flops, self.steps = time.time(), 0, 0.0, 0
+        return speed
 
 
 def print_step(record, max_steps):
     mfu = f"{record['mfu'] * 100:.1f}%" if record['mfu'] is not None else "unknown peak"
     parts = f", image {record['image_fraction']:.3f}" if stage == 'mixed' else ""
-    print(f"step {record['step']}/{max_steps}: loss {record['loss']:.4f}, lr {record['lr']:.2e}, "
-          f"grad norm {record['grad_norm']:.3f}, {record['tokens_per_sec']:,.0f} tok/s, MFU {mfu}{parts}")
+    speed = f"{record['step_seconds']:.2f} s/step, {record['tokens_per_sec']:,.0f} tok/s, MFU {mfu}"
+    print(f"step {record['step']}/{max_steps}: loss {record['loss']:.4f}, lr {record['lr']:.2e}, grad norm "
+          f"{record['grad_norm']:.3f}, {speed}, peak memory {record['peak_memory_gib']:.1f} GiB{parts}")
 
 
 def shut_down(raw_model, procs, log, step):

@@ -2,14 +2,20 @@
 # The checks that need a CUDA GPU, one step after another, everything teed to a log. A step that
 # fails or runs past its time limit is reported and the next one still runs (one GPU session, all the
 # facts).
-# About 5 minutes on one H200 with cold caches (much of it compiling kernels and the compiled models).
+# In order: the kernel tests, attention (dense and packed rows: Triton, FlexAttention, variable-length,
+# SDPA with a mask), the 1B training steps (dense, then the mixed stage on packed rows with each backend,
+# eager and compiled), then the rehearsal: the text stage and one mixed arm at the 1B shapes, and the
+# whole chain at small shapes (scripts/rehearsal.sh). About 13 minutes on one H200 with cold caches.
 #   bash scripts/gpu_check.sh            # log: out/gpu_check.log (LOG=... to change)
 #   STEP_BATCH=0 bash scripts/gpu_check.sh   # bench.py step searches the largest micro-batch (slower)
+#   REHEARSAL=0 bash scripts/gpu_check.sh    # without the rehearsal (about 7 minutes)
+# Without the package index (GPT-2's ranks): GPT2_TIKTOKEN=path/to/gpt2.tiktoken (docs/data.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 LOG=${LOG:-out/gpu_check.log}
 STEP_BATCH=${STEP_BATCH:-8}
+REHEARSAL=${REHEARSAL:-1}
 mkdir -p "$(dirname "$LOG")"
 exec > >(tee "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
@@ -40,6 +46,20 @@ step 70 "training step of the frozen 1B VLM, Triton attention" \
     $PYTHON bench.py step --batch_size="$STEP_BATCH" --warmup=2 --iters=5 --attention=triton --models=vlm_frozen_1b
 step 200 "training step of the 1B text model and the frozen 1B VLM, torch.compile" \
     $PYTHON bench.py step --batch_size="$STEP_BATCH" --warmup=3 --iters=5 --compile --models=text_1b,vlm_frozen_1b
+for attn in triton flex sdpa; do  # the mixed stage's rows: 8 documents per row, images in 10 % of positions
+    step 150 "mixed-stage step of the frozen 1B VLM on packed rows, $attn, torch.compile" \
+        $PYTHON bench.py step --models=vlm_frozen_1b --batch_size=16 --packed=8 --warmup=3 --iters=5 \
+        --compile --attention=$attn
+done
+for attn in triton flex sdpa; do
+    step 90 "mixed-stage step of the frozen 1B VLM on packed rows, $attn, eager" \
+        $PYTHON bench.py step --models=vlm_frozen_1b --batch_size=16 --packed=8 --warmup=2 --iters=5 \
+        --attention=$attn
+done
+if [ "$REHEARSAL" = 1 ]; then
+    step 540 "rehearsal: text + one mixed arm at the 1B shapes, then the small chain" \
+        env OUT=out/rehearsal PYTHON="$PYTHON" bash scripts/rehearsal.sh
+fi
 
 echo; echo "== done in ${SECONDS}s; ${#FAILED[@]} step(s) failed"
 for f in "${FAILED[@]}"; do echo "   FAILED: $f"; done

@@ -13,7 +13,7 @@ import torch
 
 import train
 from configurator import ConfigError, apply_config, config_keys
-from model import LM, LM_PRESETS, LMConfig
+from model import LM, LM_PRESETS, LMConfig, lr_at
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = ('1b', '79m')
@@ -25,6 +25,7 @@ BUDGETS = {'text_1b': 'text_1b_1x', 'text_79m': 'text_79m_1x'}  # text base -> i
 ARMS = ['arm_unfrozen', 'arm_mlp1']
 ARM_KEYS = {'freeze_vision', 'projector', 'vision_lr'}
 START_KEYS = {'init_from', 'learning_rate', 'warmup_iters'}
+DCLM_KEYS = START_KEYS | {'text_data', 'caption_data', 'instruct_data'}  # DCLM-1B reads NeoX-tokenised data
 DCLM_WARMUP = 5000 / 53406  # DCLM's 1B-1x warmup, as a fraction of the 1B mixed budget
 # tokens per run: text 150x (the paper's) and 1x (Chinchilla's 20 per parameter), mixed from any start
 TEXT_TOKENS = {'1b': 4.3e12, '79m': 237e9}
@@ -131,8 +132,10 @@ def test_every_file_names_its_usage():
 def test_overlays_own_only_their_keys():
     for arm in ARMS:
         assert assigned(arm) <= ARM_KEYS, arm
-    for start in STARTS + DCLM_STARTS:
+    for start in STARTS:
         assert assigned(start) <= START_KEYS, start
+    for start in DCLM_STARTS:
+        assert assigned(start) <= DCLM_KEYS, start
     for base in BASES['mixed'] + BASES['finetune']:
         config = load(base)
         for arm in ARMS:
@@ -142,7 +145,7 @@ def test_overlays_own_only_their_keys():
         config = load(base)
         for start in STARTS + DCLM_STARTS:
             changed = {k for k, v in load(base, start).items() if v != config[k]}
-            assert changed <= START_KEYS, (base, start, changed)
+            assert changed <= (START_KEYS if start in STARTS else DCLM_KEYS), (base, start, changed)
     assert not load('mixed_1b', 'arm_unfrozen')['freeze_vision']
     assert load('mixed_1b', 'arm_mlp1')['projector'] == 'mlp1'
 
@@ -291,7 +294,8 @@ def test_from_80_percent_the_mixed_stage_continues_the_150x_decay():
     """The peak the mixed base's header states: the 150x text schedule's rate at its 80 % milestone."""
     for size, stated in (('1b', '1.05e-3'), ('79m', '3.15e-4')):
         text = load(f'text_{size}')
-        peak = train.continued_peak(text, round(0.8 * text['max_iters']))
+        peak = lr_at(round(0.8 * text['max_iters']), text['max_iters'], text['learning_rate'], text['min_lr'],
+                     text['warmup_iters'])
         assert f'({stated} at 80 % of the 150x' in ' '.join(open(path(f'mixed_{size}')).read().split())
         assert abs(peak / float(stated) - 1) < 0.005, (size, peak)
 
@@ -300,8 +304,20 @@ def test_the_dclm_start_rewarms_like_the_100_percent_start():
     for size, warmup in (('1b', 5000), ('79m', 286)):
         dclm, after_text = load(f'mixed_{size}', 'from_dclm_1b'), load(f'mixed_{size}', 'start_100')
         assert dclm['init_from'] == 'weights/DCLM-1B' and dclm['warmup_iters'] == warmup
-        assert {k for k in dclm if dclm[k] != after_text[k]} == {'init_from'}
+        assert {k for k in dclm if dclm[k] != after_text[k]} == {'init_from', 'text_data', 'caption_data'}
+        assert (dclm['text_data'], dclm['caption_data']) == ('data/dclm_neox', 'data/captions_384_neox')
         assert fill(load(f'mixed_{size}', 'from_dclm_1b', 'arm_unfrozen'))[0] == \
             f'out/mixed_{size}/DCLM-1B_unfrozen_mlp2'
-    with pytest.raises(Exception):
-        load('finetune_1b', 'from_dclm_1b')
+    with pytest.raises(Exception, match='after a mixed or finetune base'):
+        load('text_1b', 'from_dclm_1b')
+
+
+def test_the_dclm_finetune_tunes_the_dclm_mixed_run_of_its_arm_on_neox_data():
+    for arm in ('arm_unfrozen', 'arm_mlp1'):
+        config = load('finetune_1b', 'from_dclm_1b', arm)
+        assert config == load('finetune_1b', arm, 'from_dclm_1b')
+        name = 'DCLM-1B_unfrozen_mlp2' if arm == 'arm_unfrozen' else 'DCLM-1B_frozen_mlp1'
+        assert fill(config) == (f'out/finetune_1b/{name}', f'out/mixed_1b/{name}/ckpt.pt')
+        assert (config['text_data'], config['instruct_data']) == ('data/dclm_neox', 'data/llava_665k_neox')
+        # the mixed run it tunes is the one the mixed base + this overlay + the arm writes
+        assert fill(load('mixed_1b', 'from_dclm_1b', arm))[0] == f'out/mixed_1b/{name}'

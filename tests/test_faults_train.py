@@ -248,3 +248,13 @@ def test_a_captions_folder_given_as_instruct_data_is_one_line(text_data, tmp_pat
     result = run_train([f'--text_data={world}/text', f'--instruct_data={world}/captions', '--stage=finetune',
                         f'--init_from={tmp_path}/none.pt', f'--out_dir={tmp_path}/run'], check=False)
     one_line_error(result, 'instruct_data', 'captions')
+
+
+def test_a_text_split_shorter_than_one_row_is_one_line(text_data, tmp_path):
+    with open(os.path.join(text_data, 'manifest.json')) as f:
+        val_tokens = json.load(f)['num_tokens']['val']
+    block = val_tokens + 10  # longer than the val split, shorter than the train split
+    out = str(tmp_path / 'run')
+    result = run_train(NANO + [f'--text_data={text_data}', f'--out_dir={out}', '--max_iters=2',
+                               f'--block_size={block}'], check=False)
+    one_line_error(result, text_data, 'no val shard', f'block_size + 1 = {block + 1}')

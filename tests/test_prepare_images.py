@@ -243,6 +243,101 @@ def test_llava_instruct_conversations(tmp_path, capsys):
     assert 'gpt-first' in capsys.readouterr().out
 
 
+def grounding(expression):
+    return f'Please provide the bounding box coordinate of the region this sentence describes: {expression}.'
+
+
+def write_665k_boxes(tmp_path):
+    """A 665K-style mix with grounding turns: Visual Genome images of 60x30, 30x60 and 60x31 pixels (boxes
+    in fractions of the padded square) and a COCO image (RefCOCO: fractions of the image)."""
+    for i, (image, size) in enumerate([('vg/VG_100K/wide.png', (60, 30)), ('vg/VG_100K_2/tall.jpg', (30, 60)),
+                                       ('vg/VG_100K/odd.png', (60, 31)), ('coco/train2017/c.jpg', (60, 30))]):
+        (tmp_path / image).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / image).write_bytes(image_bytes(i, 'JPEG' if image.endswith('jpg') else 'PNG', size))
+    h = lambda text: {'from': 'human', 'value': text}
+    g = lambda text: {'from': 'gpt', 'value': text}
+    entries = [
+        {'id': 'vg-wide', 'image': 'vg/VG_100K/wide.png', 'conversations': [
+            h('<image>\nPlease provide a short description for this region: [0.5, 0.25, 0.75, 0.5].'),
+            g('A red ball.'), h(grounding('a cup')), g('[0.1, 0.3, 0.9, 0.8]')]},
+        {'id': 'vg-tall', 'image': 'vg/VG_100K_2/tall.jpg',
+         'conversations': [h('<image>\n' + grounding('a dog')), g('[0.3, 0.2, 0.6, 0.9]')]},
+        {'id': 'vg-odd', 'image': 'vg/VG_100K/odd.png',
+         'conversations': [h('<image>\n' + grounding('a hat')), g('[0.0, 0.5, 1.0, 0.75]')]},
+        {'id': 'vg-bad', 'image': 'vg/VG_100K/wide.png',
+         'conversations': [h('<image>\n' + grounding('a shoe')), g('[0.7, 0.2, 0.3]')]},
+        {'id': 'coco', 'image': 'coco/train2017/c.jpg',
+         'conversations': [h('<image>\n' + grounding('a man')), g('[0.61, 0.36, 0.92, 0.83]')]},
+    ]
+    (tmp_path / 'mix.json').write_text(json.dumps(entries))
+    texts = {  # the conversations as text_of reads them back, boxes as they are in the mix
+        'vg-wide': 'User: Please provide a short description for this region: [0.5, 0.25, 0.75, 0.5].\n'
+                   f'Assistant: A red ball.\nUser: {grounding("a cup")}\nAssistant: [0.1, 0.3, 0.9, 0.8]',
+        'vg-tall': f'User: {grounding("a dog")}\nAssistant: [0.3, 0.2, 0.6, 0.9]',
+        'vg-odd': f'User: {grounding("a hat")}\nAssistant: [0.0, 0.5, 1.0, 0.75]',
+        'vg-bad': f'User: {grounding("a shoe")}\nAssistant: [0.7, 0.2, 0.3]',
+        'coco': f'User: {grounding("a man")}\nAssistant: [0.61, 0.36, 0.92, 0.83]',
+    }
+    return texts
+
+
+def test_llava_visual_genome_boxes_become_fractions_of_the_image(tmp_path, capsys):
+    texts = write_665k_boxes(tmp_path)
+    out = tmp_path / 'out'
+    manifest = prepare_images('instruct', [str(tmp_path / 'mix.json')], str(out), images=str(tmp_path),
+                              max_tokens=400, **SETTINGS)
+    samples = {source: text_of(s['tokens']) for source, s in all_samples(out).items()}
+    # x = (xs * s - (s - w) // 2) / w, y = (ys * s - (s - h) // 2) / h, by hand:
+    # wide, w 60 h 30 s 60: x offset 0, y offset 15, so y = (60 ys - 15) / 30
+    #   [0.5, 0.25, 0.75, 0.5] -> [0.5, (15 - 15) / 30, 0.75, (30 - 15) / 30] = [0.5, 0.0, 0.75, 0.5]
+    #   [0.1, 0.3, 0.9, 0.8] -> [0.1, (18 - 15) / 30, 0.9, (48 - 15) / 30] = [0.1, 0.1, 0.9, 1.1 -> 1.0]
+    # tall, w 30 h 60 s 60: x offset 15, so x = (60 xs - 15) / 30
+    #   [0.3, 0.2, 0.6, 0.9] -> [(18 - 15) / 30, 0.2, (36 - 15) / 30, 0.9] = [0.1, 0.2, 0.7, 0.9]
+    # odd, w 60 h 31 s 60: y offset (60 - 31) // 2 = 14 (expand2square pastes at whole pixels), not 14.5
+    #   [0.0, 0.5, 1.0, 0.75] -> [0.0, (30 - 14) / 31 = 0.516, 1.0, (45 - 14) / 31] = [0.0, 0.52, 1.0, 1.0]
+    assert samples == {
+        'vg-wide': 'User: Please provide a short description for this region: [0.5, 0.0, 0.75, 0.5].\n'
+                   f'Assistant: A red ball.\nUser: {grounding("a cup")}\nAssistant: [0.1, 0.1, 0.9, 1.0]',
+        'vg-tall': f'User: {grounding("a dog")}\nAssistant: [0.1, 0.2, 0.7, 0.9]',
+        'vg-odd': f'User: {grounding("a hat")}\nAssistant: [0.0, 0.52, 1.0, 1.0]',
+        'vg-bad': texts['vg-bad'],  # three numbers: no box, left as it is and counted
+        'coco': texts['coco'],      # RefCOCO boxes are fractions of the image already
+    }
+    # the loss is on the converted answer
+    wide = all_samples(out)['vg-wide']
+    trained = bytes(int(t) for t, m in zip(wide['tokens'], wide['loss_mask']) if m and t != EOT)
+    assert trained == b' A red ball. [0.1, 0.1, 0.9, 1.0]'
+    assert manifest['boxes'] == {'vg_box_converted': 4, 'vg_box_clamped': 1, 'vg_box_unparsed': 1,
+                                 'vg_box_kept': 0}
+    assert not any(manifest['skipped'].values())
+    assert manifest['skipped_by_source'] == {str(tmp_path / 'mix.json'): dict(
+        vg_box_converted=4, vg_box_clamped=1, vg_box_unparsed=1)}
+    printed = capsys.readouterr().out
+    assert 'boxes: 4 vg_box_converted, 1 vg_box_clamped, 1 vg_box_unparsed' in printed
+    assert '(vg-bad): [0.7, 0.2, 0.3] is not a box' in printed
+
+    # keep, into the same folder: the shards made with another setting are rebuilt, the boxes as they were
+    kept = prepare_images('instruct', [str(tmp_path / 'mix.json')], str(out), images=str(tmp_path),
+                          max_tokens=400, vg_boxes='keep', **SETTINGS)
+    assert {source: text_of(s['tokens']) for source, s in all_samples(out).items()} == texts
+    assert {r: n for r, n in kept['boxes'].items() if n} == {'vg_box_kept': 5}
+
+
+def test_llava_visual_genome_boxes_dropped_on_the_command_line(tmp_path, capsys):
+    texts = write_665k_boxes(tmp_path)
+    args = ['llava', f"--input={tmp_path / 'mix.json'}", f'--images={tmp_path}', '--tokenizer=bytes',
+            f'--image_size={SIZE}', f'--image_positions={POSITIONS}', '--val_fraction=0.0', '--workers=1']
+    manifest = main(args + [f"--out={tmp_path / 'out'}", '--vg_boxes=drop'])
+    assert {source: text_of(s['tokens']) for source, s in all_samples(tmp_path / 'out').items()} == {
+        'coco': texts['coco']}
+    assert {r: n for r, n in manifest['skipped'].items() if n} == {'vg_box_dropped': 4}
+    assert not any(manifest['boxes'].values())
+    assert 'skipped: 4 vg_box_dropped' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"^error: vg_boxes must be one of convert, drop, keep, got 'pad'$"):
+        main(args + [f"--out={tmp_path / 'other'}", '--vg_boxes=pad'])
+    assert not (tmp_path / 'other').exists()
+
+
 def file_states(folder):
     return {name: (hashlib.sha256((folder / name).read_bytes()).hexdigest(),
                    os.stat(folder / name).st_mtime_ns)

@@ -10,6 +10,7 @@ import unicodedata
 import pytest
 import tokenizers  # HF's, the reference (installed with transformers)
 
+from scripts.rehearsal_data import neox_style_tokenizer
 from tokenizer import (TOKENIZERS, byte_level_alphabet, chat_tokens, decode, encode, get_tokenizer,
                        stored_tokenizer_file, token_ids)
 
@@ -78,21 +79,8 @@ def corpus(seed, n_docs, words_per_doc):
 
 
 def neox_like(path, vocab_size=1200):
-    """Train a small BPE configured as GPT-NeoX-20B's tokenizer.json and save it."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers import trainers
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
-    tok.post_processor = processors.ByteLevel(trim_offsets=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=['<|endoftext|>', '<|padding|>'],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    train = corpus(1, 300, 60) + [CODE] * 20 + [' '.join(ACCENTS)] * 20
-    tok.train_from_iterator(train, trainer)
-    tok.add_tokens([AddedToken(' ' * n, normalized=True) for n in range(24, 1, -1)])
-    tok.save(str(path))
-    return str(path)
+    """A small BPE configured as GPT-NeoX-20B's tokenizer.json, trained on the varied corpus."""
+    return neox_style_tokenizer(path, corpus(1, 300, 60) + [CODE] * 20 + [' '.join(ACCENTS)] * 20, vocab_size)
 
 
 @pytest.fixture(scope='module')

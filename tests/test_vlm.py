@@ -138,3 +138,106 @@ def test_rebuild_from_model_args():
     rebuilt.load_state_dict(model.state_dict())
     b = batch()
     torch.testing.assert_close(model.eval()(**b)[1], rebuilt.eval()(**b)[1])
+
+
+# -----------------------------------------------------------------------------
+# VLM.forward's one graph break: the batch checks run eagerly first, the rest is data-independent
+
+def mixed_batch():
+    """Rows text, image, text, image (the images not first), with documents in every row."""
+    b = batch(n_img=2, n_text=2)
+    order = torch.tensor([2, 0, 3, 1])
+    b = {k: v[order] for k, v in b.items()}
+    b['doc_ids'] = (torch.arange(32) >= 20).long().expand(4, 32).contiguous()  # two documents per row
+    return b
+
+
+def embeddings_by_hand(model, b):
+    """Each row on its own: the token embeddings, the row's own patches written at its <|image|> positions."""
+    rows = []
+    for i in range(len(b['input_ids'])):
+        e = model.lm.tok_embeddings(b['input_ids'][i])  # (T, C)
+        if b['has_image'][i]:
+            where = (b['input_ids'][i] == IMAGE).nonzero().squeeze(1)  # (P,)
+            e = e.index_put((where,), model.encode_images(b['images'][i:i + 1])[0])
+        rows.append(e)
+    return torch.stack(rows)  # (B, T, C)
+
+
+def loss_and_grads(model, forward):
+    model.zero_grad(set_to_none=True)
+    loss = forward()
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize('n_img', [2, 0])
+def test_loss_and_gradients_match_a_forward_by_hand(n_img):
+    model = tiny_vlm(freeze=False).train()
+    b = mixed_batch() if n_img else batch(n_img=0, n_text=3)
+    if not n_img:
+        b['doc_ids'] = None
+    got, got_grads = loss_and_grads(model, lambda: model(**b)[1])
+
+    def by_hand():
+        x = embeddings_by_hand(model, b)
+        return model.lm(b['input_ids'], b['targets'], doc_ids=b['doc_ids'], inputs_embeds=x)[1]
+    want, want_grads = loss_and_grads(model, by_hand)
+    torch.testing.assert_close(got, want)
+    if not n_img:  # no image: the projector and the encoder only get zero gradients (kept for DDP)
+        assert torch.equal(got, want)
+        assert all(not g.any() for n, g in got_grads.items() if not n.startswith('lm.'))
+        got_grads = {n: g for n, g in got_grads.items() if n.startswith('lm.')}
+    assert got_grads.keys() == want_grads.keys() and len(got_grads) > 0
+    for name, g in got_grads.items():
+        torch.testing.assert_close(g, want_grads[name], msg=name)
+
+
+@pytest.mark.parametrize('spoil, message', [
+    ('stray', "exactly 9 <|image|> tokens"),  # an <|image|> token in a row without an image
+    ('shifted', "exactly 9 <|image|> tokens"),  # 8 in one image row, 10 in the other: right in total
+    ('no_has_image', "but no images"),
+    ('no_images', "but no images"),
+])
+def test_bad_batches_are_errors(spoil, message):
+    model = tiny_vlm().eval()
+    b = mixed_batch()
+    if spoil == 'stray':
+        b['input_ids'][0, 3] = IMAGE
+    elif spoil == 'shifted':
+        b['input_ids'][1, 9] = 65
+        b['input_ids'][3, 12] = IMAGE
+    elif spoil == 'no_has_image':
+        b['has_image'][:] = False
+    else:
+        b['images'] = None
+    with pytest.raises(ValueError, match=message):
+        model(**b)
+
+
+def test_compiled_forward_is_one_graph_with_the_eager_results():
+    """Compiled with dynamo and AOT autograd (aot_eager: Inductor's CPU code generation would take minutes
+    here): one graph after the eager batch checks, the eager loss and gradients, the same errors."""
+    from torch._dynamo.utils import counters
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_vlm(freeze=False).train()
+    b = mixed_batch()
+    want, want_grads = loss_and_grads(model, lambda: model(**b)[1])
+    compiled = torch.compile(model, backend='aot_eager')
+    got, got_grads = loss_and_grads(model, lambda: compiled(**b)[1])
+    assert counters['stats']['unique_graphs'] == 1
+    torch.testing.assert_close(got, want)
+    for name, g in got_grads.items():
+        torch.testing.assert_close(g, want_grads[name], msg=name)
+    b['input_ids'][0, 3] = IMAGE
+    with pytest.raises(ValueError, match="exactly 9 <|image|> tokens"):
+        compiled(**b)
+    # what follows the checks compiles with fullgraph=True: no break anywhere in it
+    b = mixed_batch()
+    rows = model.image_rows(b['input_ids'], b['images'], b['has_image'])
+    rest = torch.compile(lambda ids, targets, doc_ids, images, rows: model.lm(
+        ids, targets, doc_ids=doc_ids, inputs_embeds=model.embed_rows(ids, images, rows))[1],
+        backend='aot_eager', fullgraph=True)
+    torch.testing.assert_close(rest(b['input_ids'], b['targets'], b['doc_ids'], b['images'], rows), want)
+    torch._dynamo.reset()
