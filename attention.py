@@ -255,9 +255,22 @@ _TUNE_CANDIDATES = {
     'bwd_dkdv': [(32, 128, 8, 3), (64, 64, 8, 3), (16, 128, 8, 3)],
     'bwd_dq': [(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 3)],
 }
+# Hopper (capability 9.x: H100, H200) has 228 KB of shared memory per SM, against 164 KB on an A100: deeper
+# pipelines fit. These join the candidates there, timed against the others by the autotuner, which skips
+# a config that does not fit the SM. Not yet timed on a GPU (docs/benchmarks.md says what is measured).
+_HOPPER_CANDIDATES = {
+    'fwd': [(128, 64, 4, 4), (64, 128, 4, 3)],
+    'bwd_dkdv': [(64, 128, 8, 2), (32, 128, 4, 4)],
+    'bwd_dq': [(128, 64, 8, 4), (64, 32, 4, 4)],
+}
 _SHORT_CONFIG = {'fwd': (64, 64, 4, 2), 'bwd_dkdv': (32, 64, 4, 2), 'bwd_dq': (64, 32, 4, 2)}
 # the interpreter: unequal blocks, so that the tests cross block edges and the diagonal at T ~ 100
 _INTERPRETER_CONFIG = {'fwd': (64, 32, 1, 1), 'bwd_dkdv': (32, 64, 1, 1), 'bwd_dq': (64, 32, 1, 1)}
+
+
+def _tune_candidates(kind, capability):
+    """The block sizes the autotuner times on a GPU of this (major, minor) compute capability."""
+    return _TUNE_CANDIDATES[kind] + (_HOPPER_CANDIDATES[kind] if capability[0] == 9 else [])
 
 
 def _short_config(kind, fp32):
@@ -274,7 +287,7 @@ def _launch(kind, grid_len, bh, seq_len, fp32, args, consts):
     if not _INTERPRET and seq_len >= _TUNE_MIN_LEN:
         if name not in _TUNED:  # tuned once per head dim, masking and dtype, then reused for every length
             configs = [triton.Config({'BLOCK_M': m, 'BLOCK_N': n}, num_warps=w, num_stages=s)
-                       for m, n, w, s in _TUNE_CANDIDATES[kind]]
+                       for m, n, w, s in _tune_candidates(kind, torch.cuda.get_device_capability())]
             _TUNED[name] = triton.autotune(configs, key=['HEAD_DIM', 'CAUSAL', 'HAS_DOCS'])(globals()[name])
         grid = lambda meta: (triton.cdiv(grid_len, meta[block_of_grid]), bh)
         _TUNED[name][grid](*args, **consts)

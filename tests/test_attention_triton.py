@@ -137,9 +137,16 @@ def test_bf16_long_sequence_on_gpu():
     check_against_reference(1, 2, 700, 700, 128, torch.bfloat16, True, packed_doc_ids(1, 700, [100, 390]))
 
 
-GPU_CONFIGS = ([{kind: candidates[i] for kind, candidates in attention._TUNE_CANDIDATES.items()}
-                for i in range(len(attention._TUNE_CANDIDATES['fwd']))]
+GPU_CONFIGS = ([{kind: attention._tune_candidates(kind, (9, 0))[i] for kind in attention._TUNE_CANDIDATES}
+                for i in range(len(attention._tune_candidates('fwd', (9, 0))))]
                + [{kind: attention._short_config(kind, fp32) for kind in attention._SHORT_CONFIG} for fp32 in (0, 1)])
+
+
+def test_hopper_candidates_join_the_measured_ones_on_capability_9_only():
+    for kind, measured in attention._TUNE_CANDIDATES.items():
+        assert attention._tune_candidates(kind, (8, 0)) == measured  # A100: the measured list alone
+        assert attention._tune_candidates(kind, (9, 0)) == measured + attention._HOPPER_CANDIDATES[kind]
+        assert attention._tune_candidates(kind, (10, 0)) == measured
 
 
 @requires_triton
