@@ -490,6 +490,14 @@ def blind_answerer(baselines):
                           f"{100 * unbound['accuracy']:.1f} %." if unbound else ''))
 
 
+def stable_members(finals):
+    """What each Stable Score averaged, as the first run's results.json records it."""
+    scores = load_results(finals[0]).get('stable_scores') or {}
+    parts = [f"{kind.capitalize()} Stable over {', '.join(scores[kind]['members'])}"
+             for kind in ('vision', 'text') if scores.get(kind, {}).get('members')]
+    return f": {'; '.join(parts)}" if parts else ''
+
+
 def machine():
     """Where the runs ran, in words: the GPU train.py and eval.py pick by default, or the CPU's cores."""
     import platform
@@ -510,8 +518,8 @@ def write_report(out, table, finals, commands, seeds, seconds, data, skipped, bu
     about = (f'{len(seeds)} seed(s) ({", ".join(map(str, seeds))}) vary the mixed and finetune stages; the '
              'shapes world, the tiny SigLIP tower and the text LM are shared by every run. Wall time: '
              f'{seconds / 60:.1f} min. Scores in %, mean ± sample std over seeds; Stable Scores as '
-             'docs/design.md defines them (VQA chance 0, multiple-choice chance 1/#choices).'
-             + blind_answerer(baselines))
+             'docs/design.md defines them (VQA chance 0, multiple-choice chance 1/#choices)'
+             + stable_members(finals) + '.' + blind_answerer(baselines))
     lines = ([title, '', written, '', about, '', table, '',
               '## Differences against the default recipe (frozen encoder, 2-layer MLP)', '']
              + spread_verdicts(finals)

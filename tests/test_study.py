@@ -34,6 +34,7 @@ def test_fast_study_runs_end_to_end(tmp_path):
     for arm in arms:
         assert arm in report
     assert 'Vision Stable' in report and 'python' in report and 'train.py config/tiny_mixed.py' in report
+    assert 'Vision Stable over shapes_vqa; Text Stable over shapes_mc' in report  # what each score averaged
     # the per-type table ends with the world's two reference answerers, in the table's column order
     with open(data / 'raw' / 'world.json') as f:
         world = json.load(f)
