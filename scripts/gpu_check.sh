@@ -3,7 +3,7 @@
 # fails or runs past its time limit is reported and the next one still runs (one GPU session, all the
 # facts).
 # In order: the kernel tests, attention (dense and packed rows: Triton, FlexAttention, variable-length,
-# SDPA with a mask), the 1B training steps (dense, then the mixed stage on packed rows with each backend,
+# SDPA with a mask), evaluation throughput, the 1B training steps (dense, then the mixed stage on packed rows with each backend,
 # eager and compiled), then the rehearsal: the text stage and one mixed arm at the 1B shapes, and the
 # whole chain at small shapes (scripts/rehearsal.sh). About 13 minutes on one H200 with cold caches.
 #   bash scripts/gpu_check.sh            # log: out/gpu_check.log (LOG=... to change)
@@ -40,6 +40,8 @@ XDIST=$($PYTHON -c "import xdist" 2>/dev/null && echo "-n 4")
 step 180 "attention kernel tests compiled for the GPU (bf16, fp16, fp32; D 72 and 128; causal, full, doc_ids)" \
     $PYTHON -m pytest -q $XDIST tests/test_attention_triton.py
 step 120 "attention benchmark" $PYTHON bench.py attention --iters=10
+step 120 "evaluation throughput of the frozen 1B VLM: batched against one item at a time" \
+    $PYTHON bench.py eval
 step 110 "training step of the 1B models, SDPA" \
     $PYTHON bench.py step --batch_size="$STEP_BATCH" --warmup=2 --iters=5
 step 70 "training step of the frozen 1B VLM, Triton attention" \
