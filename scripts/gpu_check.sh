@@ -3,12 +3,13 @@
 # fails or runs past its time limit is reported and the next one still runs (one GPU session, all the
 # facts).
 # In order: the kernel tests, attention (dense and packed rows: Triton, FlexAttention, variable-length,
-# SDPA with a mask), evaluation throughput, the 1B training steps (dense, then the mixed stage on packed rows with each backend,
-# eager and compiled), then the rehearsal: the text stage and one mixed arm at the 1B shapes, and the
-# whole chain at small shapes (scripts/rehearsal.sh). About 13 minutes on one H200 with cold caches.
+# SDPA with a mask), evaluation throughput, the 1B training steps (dense, then the mixed stage on packed
+# rows with each backend, eager and compiled), then the rehearsal: the text stage and one mixed arm at the 1B shapes, and the
+# whole chain at small shapes (scripts/rehearsal.sh). Estimated 14 minutes on one H200 (the steps up to
+# the dense 1B steps took about 5 on 2026-11-26; the rest is not yet timed on a GPU).
 #   bash scripts/gpu_check.sh            # log: out/gpu_check.log (LOG=... to change)
 #   STEP_BATCH=0 bash scripts/gpu_check.sh   # bench.py step searches the largest micro-batch (slower)
-#   REHEARSAL=0 bash scripts/gpu_check.sh    # without the rehearsal (about 7 minutes)
+#   REHEARSAL=0 bash scripts/gpu_check.sh    # without the rehearsal (estimated 8 minutes)
 # Without the package index (GPT-2's ranks): GPT2_TIKTOKEN=path/to/gpt2.tiktoken (docs/data.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
