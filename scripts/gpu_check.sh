@@ -4,9 +4,9 @@
 # facts).
 # In order: the kernel tests, attention (dense and packed rows: Triton, FlexAttention, variable-length,
 # SDPA with a mask), evaluation throughput, the 1B training steps (dense, then the mixed stage on packed
-# rows with each backend, eager and compiled), then the rehearsal: the text stage and one mixed arm at the 1B shapes, and the
-# whole chain at small shapes (scripts/rehearsal.sh). Estimated 14 minutes on one H200 (the steps up to
-# the dense 1B steps took about 5 on 2026-11-26; the rest is not yet timed on a GPU).
+# rows with each backend, eager and compiled), then the rehearsal: the text stage and one mixed arm at
+# the 1B shapes, and the whole chain at small shapes (scripts/rehearsal.sh). Estimated 14 minutes on one
+# H200 (the steps up to the dense 1B steps took about 5 on 2026-11-26; the rest is not yet timed on a GPU).
 #   bash scripts/gpu_check.sh            # log: out/gpu_check.log (LOG=... to change)
 #   STEP_BATCH=0 bash scripts/gpu_check.sh   # bench.py step searches the largest micro-batch (slower)
 #   REHEARSAL=0 bash scripts/gpu_check.sh    # without the rehearsal (estimated 8 minutes)
