@@ -10,6 +10,16 @@ if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
 
 
+def one_line_error(result, *words):
+    """The script failed with one line on stderr holding every word, and no traceback."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
 @pytest.fixture(scope='session')
 def text_data(tmp_path_factory):
     """A small byte-tokenized text folder: train.py's tests train on it."""

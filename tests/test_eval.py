@@ -735,27 +735,6 @@ def test_torchrun_slices_every_task_and_gathers_the_same_results(checkpoints, tm
                 == json.loads((tmp_path / 'one' / f'predictions_{name}.json').read_text()))
 
 
-LM_EVAL_TASK = """task: arc_local
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {path}
-  cache_dir: {cache}
-output_type: multiple_choice
-test_split: test
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{choices.label.index(answerKey)}}}}"
-doc_to_choice: "{{{{choices.text}}}}"
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-  - metric: acc_norm
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
 def test_lm_eval_task_through_eval_equals_the_builtin_set(checkpoints, tmp_path):
     pytest.importorskip('lm_eval')
     root, _, _ = checkpoints
@@ -766,7 +745,8 @@ def test_lm_eval_task_through_eval_equals_the_builtin_set(checkpoints, tmp_path)
     path = tmp_path / 'arc_local.jsonl'
     path.write_text('\n'.join(json.dumps(r) for r in rows) + '\n')
     (tmp_path / 'tasks').mkdir()
-    config = LM_EVAL_TASK.format(path=path, cache=tmp_path / 'cache')
+    from test_lm_eval_bridge import TASK_YAML  # lm-eval's arc_easy over a local JSONL
+    config = TASK_YAML.format(name='arc_local', path=path, cache=tmp_path / 'cache')
     (tmp_path / 'tasks' / 'arc_local.yaml').write_text(config)
     ckpt = root / 'trained_s0' / 'ckpt.pt'
     results = ev.main([f'--ckpt={ckpt}', f'--tasks=lm_eval:arc_local,builtin={path}',

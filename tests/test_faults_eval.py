@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import eval as ev
+from conftest import one_line_error
 import sample
 from model import LM, VLM, lm_config, vlm_args
 from tokenizer import TOKENIZERS, decode, get_tokenizer
@@ -33,16 +34,6 @@ def run(script, *args):
 def ok(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
-
-
-def one_line_error(result, *words):
-    """The script failed with one line on stderr holding every word, and no traceback."""
-    assert result.returncode != 0, result.stdout[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def read(path):

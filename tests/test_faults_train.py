@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import one_line_error
 from shards import read_manifest, read_token_shard, write_token_shard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,16 +26,6 @@ def run_train(args, check=True, **kw):
     if check and result.returncode != 0:
         raise AssertionError(f"train.py failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
-
-
-def one_line_error(result, *words):
-    """The run failed with one line on stderr holding every word, and no traceback."""
-    assert result.returncode != 0, result.stdout[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    return lines[0]
 
 
 def read_log(out_dir):
